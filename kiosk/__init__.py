@@ -1,0 +1,3 @@
+"""Lightbox kiosk: photograph a chest X-ray film on a lightbox, classify it on-device, calibrate, store."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,90 @@
+"""Composition: the configured store, model, and pipeline, built once for the CLI or the server.
+
+This module only wires stages together; it contains no stage logic of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiosk.config import KioskConfig
+from kiosk.errors import ModelError
+from kiosk.model.classifier import Classifier
+from kiosk.model.manifest import Manifest
+from kiosk.pipeline import Pipeline
+from kiosk.store import Store
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_MODEL_FILE = "active.json"
+
+
+def installed_models_dir(config: KioskConfig) -> Path:
+    """Where `kiosk model install` puts model updates (inside the data directory)."""
+    return config.data_dir / "models"
+
+
+def resolve_manifest(config: KioskConfig) -> Path:
+    """The manifest of the model to run.
+
+    An installed update (``<data_dir>/models/active.json`` naming a manifest) wins over the
+    bundled ``models_dir/<model>.json``; ``model`` may also be a path to a manifest.
+    """
+    pointer = installed_models_dir(config) / ACTIVE_MODEL_FILE
+    if pointer.is_file():
+        try:
+            target = json.loads(pointer.read_text(encoding="utf-8"))["manifest"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(
+                f"{pointer} is damaged ({exc})",
+                "run `kiosk model rollback` or delete the file to use the bundled model",
+            ) from exc
+        path = installed_models_dir(config) / str(target)
+        if path.is_file():
+            return path
+        raise ModelError(
+            f"{pointer} names {target}, which does not exist",
+            "run `kiosk model rollback` or delete the file to use the bundled model",
+        )
+    candidate = Path(config.model)
+    if candidate.suffix == ".json" and candidate.is_file():
+        return candidate
+    path = config.models_dir / f"{config.model}.json"
+    if not path.is_file():
+        raise ModelError(
+            f"no manifest for model {config.model!r} in {config.models_dir}",
+            "set `model` in the config to a model id that exists in models_dir",
+        )
+    return path
+
+
+def load_manifest(config: KioskConfig) -> Manifest:
+    return Manifest.load(resolve_manifest(config))
+
+
+def load_classifier(config: KioskConfig) -> Classifier:
+    return Classifier.from_manifest(resolve_manifest(config), threads=config.threads)
+
+
+@dataclass
+class Appliance:
+    """The long-lived objects of one kiosk process."""
+
+    config: KioskConfig
+    store: Store
+    classifier: Classifier
+    pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = Pipeline.from_config(self.config, self.classifier, self.store)
+
+    @classmethod
+    def open(cls, config: KioskConfig) -> Appliance:
+        store = Store(config.db_path)
+        return cls(config=config, store=store, classifier=load_classifier(config))
+
+    def close(self) -> None:
+        self.store.close()

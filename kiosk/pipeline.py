@@ -1,0 +1,400 @@
+"""Photo or digital X-ray -> stored, calibrated result. The one place the stages are chained.
+
+    decode -> rectify (photos) or digital gate -> infer -> out-of-distribution gate
+           -> calibrate -> store -> (caller shows it)
+
+Each stage is timed. A result is committed to the database before :meth:`Pipeline.analyze_image`
+returns it, so nothing is ever shown that was not stored. A bad input becomes a result with
+status ``rejected`` (the photo is unusable, and the reason says what to do) or ``error`` (the
+file is unreadable); it never raises, so a batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from kiosk import rectify
+from kiosk.calibration import CalibrationRecord
+from kiosk.config import KioskConfig
+from kiosk.errors import CalibrationError, ImageError, KioskError, StoreError
+from kiosk.imageio import LoadedImage, atomic_write_bytes, encode_jpeg, read_image
+from kiosk.model.classifier import Classifier, Prediction
+from kiosk.model.ood import OodDetector
+from kiosk.rig import RigReference
+from kiosk.store import FindingRecord, ResultRecord, Store, utcnow
+
+logger = logging.getLogger(__name__)
+
+InputKind = Literal["photo", "digital", "auto"]
+Status = Literal["ok", "rejected", "error"]
+
+
+@dataclass
+class AnalysisResult:
+    """What one analysis produced; :meth:`to_json` is the `kiosk analyze --json` line."""
+
+    source: str
+    status: Status
+    input_kind: str
+    reason: str | None = None
+    advice: str | None = None
+    corners: list[list[float]] | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    findings: list[FindingRecord] = field(default_factory=list)
+    model: dict[str, str] = field(default_factory=dict)
+    calibration_id: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    result_id: str | None = None
+    film: np.ndarray | None = None
+    cam: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        reason = self.reason
+        if reason and self.advice:
+            reason = f"{reason}. {self.advice}"
+        return {
+            "source": self.source,
+            "status": self.status,
+            "reason": reason,
+            "input": self.input_kind,
+            "corners": self.corners,
+            "quality": self.quality,
+            "findings": [
+                {
+                    "code": f.code,
+                    "label": f.label,
+                    "raw": round(f.raw, 6),
+                    "probability": round(f.probability, 6),
+                    "threshold": round(f.threshold, 6),
+                    "positive": f.positive,
+                }
+                for f in self.findings
+            ],
+            "model": self.model,
+            "calibration": {"id": self.calibration_id} if self.calibration_id else None,
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "result_id": self.result_id,
+        }
+
+
+def _quality_dict(quality: rectify.Quality) -> dict[str, Any]:
+    return {
+        "ok": quality.ok,
+        "flags": list(quality.flags),
+        "metrics": {k: round(float(v), 4) for k, v in quality.metrics.items()},
+        "advice": quality.advice,
+    }
+
+
+def _to_grey(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(image.astype(np.float32) @ weights, 0, 255).astype(np.uint8)
+
+
+class Pipeline:
+    """Chains the stages around one loaded classifier. Thread-safe for one caller at a time."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        device_id: str,
+        store: Store | None = None,
+        data_dir: Path | None = None,
+        rig: RigReference | None = None,
+        rectify_method: str = "auto",
+        ood: OodDetector | None = None,
+        store_images: bool = True,
+        min_free_mb: float = 0.0,
+        critical_free_mb: float = 0.0,
+    ) -> None:
+        self.classifier = classifier
+        self.manifest = classifier.manifest
+        self.device_id = device_id
+        self.store = store
+        self.data_dir = data_dir
+        self.rig = rig
+        self.rectify_method = rectify_method
+        self.ood = ood
+        self.store_images = store_images
+        self.min_free_mb = min_free_mb
+        self.critical_free_mb = critical_free_mb
+        self.calibration: CalibrationRecord | None = None
+        self.reload_calibration()
+
+    @classmethod
+    def from_config(
+        cls, config: KioskConfig, classifier: Classifier, store: Store | None
+    ) -> Pipeline:
+        """Build the pipeline the config describes (rig reference and OOD gate included)."""
+        rig = RigReference.load(config.data_dir / "rig")
+        ood = None
+        ood_file = classifier.manifest.ood.get("file")
+        if ood_file:
+            ood = OodDetector.load(classifier.manifest.path.parent / str(ood_file))
+        return cls(
+            classifier,
+            device_id=config.device_id,
+            store=store,
+            data_dir=config.data_dir,
+            rig=rig,
+            rectify_method=config.rectify.method,
+            ood=ood,
+            store_images=config.storage.store_images,
+            min_free_mb=config.storage.min_free_mb,
+            critical_free_mb=config.storage.critical_free_mb,
+        )
+
+    @property
+    def model_ref(self) -> dict[str, str]:
+        return {
+            "id": self.manifest.id,
+            "version": self.manifest.version,
+            "sha256": self.manifest.sha256,
+        }
+
+    def reload_calibration(self) -> None:
+        """Pick up the active calibration for exactly this model file (or none)."""
+        self.calibration = None
+        if self.store is None:
+            return
+        record = self.store.active_calibration(self.manifest.sha256)
+        if record is not None:
+            self.calibration = CalibrationRecord.from_dict(record)
+            logger.info("calibration %s active", self.calibration.id)
+
+    def reload_rig(self) -> None:
+        if self.data_dir is not None:
+            self.rig = RigReference.load(self.data_dir / "rig")
+
+    # -- entry points -----------------------------------------------------------------------
+
+    def analyze_file(
+        self, path: Path, input_kind: InputKind = "auto", *, store: bool = True
+    ) -> AnalysisResult:
+        """Decode a file and analyse it. Never raises for a bad file: see the module doc."""
+        t0 = time.perf_counter()
+        try:
+            loaded = read_image(path)
+        except ImageError as exc:
+            result = AnalysisResult(
+                source=str(path),
+                status="error",
+                input_kind=input_kind,
+                reason=exc.message,
+                advice=exc.fix,
+                model=self.model_ref,
+                timings_ms={"decode": (time.perf_counter() - t0) * 1000.0},
+            )
+            return self._finish(result, store=store)
+        decode_ms = (time.perf_counter() - t0) * 1000.0
+        return self.analyze_image(
+            loaded, source=str(path), input_kind=input_kind, store=store, decode_ms=decode_ms
+        )
+
+    def analyze_image(
+        self,
+        image: np.ndarray | LoadedImage,
+        *,
+        source: str,
+        input_kind: InputKind = "auto",
+        store: bool = True,
+        decode_ms: float | None = None,
+        patient_ref: str | None = None,
+    ) -> AnalysisResult:
+        """Analyse decoded pixels (grey or RGB uint8) and store the outcome."""
+        notes: tuple[str, ...] = ()
+        if isinstance(image, LoadedImage):
+            notes = image.notes
+            image = image.pixels
+        timings: dict[str, float] = {}
+        if decode_ms is not None:
+            timings["decode"] = decode_ms
+        result = AnalysisResult(
+            source=source, status="ok", input_kind=input_kind, model=self.model_ref
+        )
+        try:
+            self._run_stages(image, result, timings, input_kind)
+        except KioskError as exc:
+            result.status, result.reason, result.advice = "error", exc.message, exc.fix
+        except Exception as exc:  # one bad image must never stop a batch
+            logger.exception("analysis failed unexpectedly")
+            result.status = "error"
+            result.reason = f"internal error while analysing ({type(exc).__name__}: {exc})"
+            result.advice = "report this with the kiosk's log"
+        if notes:
+            result.quality.setdefault("notes", list(notes))
+        result.timings_ms = timings
+        return self._finish(result, store=store, patient_ref=patient_ref)
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def _run_stages(
+        self,
+        image: np.ndarray,
+        result: AnalysisResult,
+        timings: dict[str, float],
+        input_kind: InputKind,
+    ) -> None:
+        t = time.perf_counter()
+        if input_kind == "auto":
+            input_kind = "photo" if rectify.looks_like_photo(image) else "digital"
+        result.input_kind = input_kind
+        if input_kind == "photo":
+            rect = rectify.rectify(image, self.rig, method=self.rectify_method)
+            result.quality = _quality_dict(rect.quality)
+            if rect.corners is not None:
+                result.corners = [[round(float(x), 2), round(float(y), 2)] for x, y in rect.corners]
+            timings["rectify"] = (time.perf_counter() - t) * 1000.0
+            if rect.status != "ok" or rect.film is None:
+                result.status = "rejected"
+                result.reason = rect.quality.reason or "the photo could not be rectified"
+                result.advice = rect.quality.advice
+                return
+            film = rect.film
+        else:
+            quality = rectify.check_digital(image)
+            result.quality = _quality_dict(quality)
+            timings["gate"] = (time.perf_counter() - t) * 1000.0
+            if not quality.ok:
+                result.status = "rejected"
+                result.reason = quality.reason or "the image is not usable"
+                result.advice = quality.advice
+                return
+            film = _to_grey(image)
+        result.film = film
+
+        t = time.perf_counter()
+        prediction = self.classifier.predict(film)
+        timings["infer"] = (time.perf_counter() - t) * 1000.0
+        result.cam = prediction.cam
+        result.logits = prediction.logits
+        result.features = prediction.features
+
+        if self.ood is not None and prediction.features is not None:
+            distance = self.ood.distance(prediction.features)
+            result.quality.setdefault("metrics", {})["ood_distance"] = round(distance, 3)
+            if self.ood.is_ood(prediction.features):
+                result.status = "rejected"
+                result.quality.setdefault("flags", []).append("not_xray")
+                result.reason = "This does not look like a chest X-ray the model knows"
+                result.advice = (
+                    "Place a chest X-ray film (front view) on the lightbox; other images "
+                    "cannot be analysed"
+                )
+                return
+
+        t = time.perf_counter()
+        result.findings = self._calibrated_findings(prediction, result)
+        timings["calibrate"] = (time.perf_counter() - t) * 1000.0
+
+    def _calibrated_findings(
+        self, prediction: Prediction, result: AnalysisResult
+    ) -> list[FindingRecord]:
+        raw = prediction.probabilities
+        probs = raw
+        thresholds = [f.threshold for f in self.manifest.findings]
+        if self.calibration is not None:
+            try:
+                probs = self.calibration.apply(
+                    prediction.logits,
+                    prediction.features,
+                    model_sha256=self.manifest.sha256,
+                )
+                thresholds = [self.calibration.threshold(f.code) for f in self.manifest.findings]
+                result.calibration_id = self.calibration.id
+            except CalibrationError as exc:
+                # Never silently show raw scores as calibrated: say so in the result.
+                logger.error("calibration %s not applied: %s", self.calibration.id, exc)
+                result.quality.setdefault("flags", []).append("uncalibrated")
+                probs = raw
+        probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+        return [
+            FindingRecord(
+                code=spec.code,
+                label=spec.label,
+                raw=float(raw[i]),
+                probability=float(probs[i]),
+                threshold=float(thresholds[i]),
+                positive=bool(probs[i] >= thresholds[i]),
+            )
+            for i, spec in enumerate(self.manifest.findings)
+        ]
+
+    # -- storing ----------------------------------------------------------------------------
+
+    def _finish(
+        self, result: AnalysisResult, *, store: bool, patient_ref: str | None = None
+    ) -> AnalysisResult:
+        if not store or self.store is None:
+            return result
+        t = time.perf_counter()
+        free_mb = self.store.free_mb()
+        if free_mb < self.critical_free_mb:
+            raise StoreError(
+                f"only {free_mb:.0f} MB free on the data disk (critical limit "
+                f"{self.critical_free_mb:.0f} MB); the result was not stored",
+                "free space (`kiosk retention run`) or move KIOSK_DATA_DIR to a larger disk",
+            )
+        record = ResultRecord(
+            status=result.status,
+            source=result.source,
+            input_kind=result.input_kind,
+            device_id=self.device_id,
+            reason=result.to_json()["reason"],
+            corners=result.corners,
+            quality=result.quality,
+            findings=result.findings,
+            model_id=self.manifest.id,
+            model_version=self.manifest.version,
+            model_sha256=self.manifest.sha256,
+            calibration_id=result.calibration_id,
+            timings_ms=result.timings_ms,
+            patient_ref=patient_ref,
+        )
+        if result.logits is not None:
+            record.logits = [float(v) for v in result.logits]
+        record.features = result.features
+        if result.cam is not None:
+            record.cam = np.round(result.cam.astype(np.float64), 3).tolist()
+        if result.film is not None and self.data_dir is not None:
+            if not self.store_images:
+                result.quality.setdefault("flags", []).append("image_not_stored_by_config")
+            elif free_mb < self.min_free_mb:
+                result.quality.setdefault("flags", []).append("image_not_stored_low_disk")
+                logger.warning(
+                    "low disk (%.0f MB free): film image of result %s not stored",
+                    free_mb,
+                    record.id,
+                )
+            else:
+                record.image_path = self._write_film(record.id, record.created_at, result.film)
+        result.result_id = self.store.save_result(record)
+        result.timings_ms["store"] = (time.perf_counter() - t) * 1000.0
+        return result
+
+    def _write_film(self, result_id: str, created_at: str, film: np.ndarray) -> str:
+        day = created_at[:10]
+        relative = Path("images") / day / f"{result_id}.jpg"
+        assert self.data_dir is not None
+        try:
+            atomic_write_bytes(self.data_dir / relative, encode_jpeg(film, quality=92))
+        except OSError as exc:
+            raise StoreError(
+                f"could not write the film image to {self.data_dir / relative.parent}: {exc}",
+                "check free disk space and the data directory's permissions",
+            ) from exc
+        return str(relative)
+
+
+__all__ = ["AnalysisResult", "InputKind", "Pipeline", "utcnow"]

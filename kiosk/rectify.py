@@ -1,0 +1,688 @@
+"""Photo of a film on the lightbox -> the film as the model expects it, with a quality verdict.
+
+Steps (``rectify``):
+
+1. **Lightbox model** on a copy with a long side of 640 px, in linear light (inverse sRGB):
+   the rig reference's flat field scaled to this photo's exposure, or, without one, a robust
+   smooth polynomial surface fitted to the visible lightbox. ``T = L / L_lightbox`` is the
+   transmittance: ~1 on the lightbox, ~0.55-0.75 on the clear film margin, lower inside.
+2. **Film quad, coarse**: the largest rectangular region with ``T`` below the lightbox level
+   inside the lit panel; four robust line fits to its outline (a clip or fingers on an edge
+   are outliers).
+3. **Refinement at full resolution**: along short profiles across each side, the first
+   crossing (from the outside in) of the level half-way between lightbox and clear film gives
+   the film edge to a fraction of a pixel; robust line fits; corners are line intersections.
+4. **Warp** to the canonical view (aspect from the quad), **density**
+   ``D = -log10(I / I_lightbox)``, crop the clear margins, map density linearly to grey with
+   robust percentiles (low density = bone = bright).
+5. **Quality gate**: no film, cut off, blurred, glare, under/over-exposed, not an X-ray.
+
+Orientation is what the camera sees: the film is clipped upright, the top of the photo is the
+top of the film; nothing is rotated by content.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from kiosk.errors import ImageError
+from kiosk.rig import RigReference, fit_smooth_surface, order_corners, srgb_lut_linear
+
+logger = logging.getLogger(__name__)
+
+WORK_LONG_SIDE_PX = 640  # detection resolution
+FIT_LONG_SIDE_PX = 160  # resolution of the smooth lightbox model
+OUTPUT_LONG_SIDE_PX = 1024  # cap on the rectified film's long side
+_FILM_T = 0.83  # transmittance below which a lit pixel is "film" (clear film is <= ~0.75)
+_MIN_FILM_AREA = 0.04  # of the frame
+_MIN_FILL = 0.80  # component area / fitted quad area: a film is a filled quadrilateral
+_BORDER_PX = 2  # at work resolution: touching the frame means cut off
+_SHARP_MAX = 0.0045  # edge blur sigma / film diagonal above which the photo is "blurred"
+_GLARE_MAX = 0.02  # fraction of the film interior brighter than clear film
+_CLIPPED_MAX = 0.01  # fraction of the film interior at the sensor's ceiling
+_DARK_LIGHTBOX = 0.06  # linear lightbox level below which the photo is under-exposed
+_COLOURFUL_MAX = 12.0  # Hasler-Suesstrunk colourfulness of a (white-balanced) film
+_METHODS = ("auto", "classical")
+
+_LUT = srgb_lut_linear()
+_LOG_LUT = np.log10(np.maximum(_LUT, 1e-4)).astype(np.float32)  # log10 of linear value
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Verdict on one photo (or digital image): machine flags plus human text."""
+
+    ok: bool
+    reason: str | None  # human text for a rejection
+    advice: str | None  # what to do about it
+    flags: tuple[str, ...]  # machine codes: no_film, cut_off, blurred, glare, ...
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RectifyResult:
+    """What ``rectify`` found: the film quad, the rectified film and the verdict."""
+
+    status: Literal["ok", "rejected"]
+    corners: np.ndarray | None  # (4, 2) float32 in input pixels, TL TR BR BL
+    film: np.ndarray | None  # grey uint8, approximates the digital image (bone bright)
+    quality: Quality
+    timings_ms: dict[str, float]
+
+
+# Order matters: the first flag present gives the reason shown to the user.
+_MESSAGES: dict[str, tuple[str, str]] = {
+    "no_film": (
+        "No film found on the lightbox",
+        "Clip the film in the middle of the lightbox, fully inside the frame",
+    ),
+    "cut_off": (
+        "The film is cut off by the edge of the picture",
+        "Move the film to the middle of the lightbox so all four edges are visible",
+    ),
+    "overexposed": (
+        "The photo is over-exposed: the film's clear parts are pure white",
+        "Lower the camera exposure or recalibrate the rig",
+    ),
+    "underexposed": (
+        "The photo is too dark to measure the film",
+        "Switch the lightbox on, or raise the camera exposure and recalibrate the rig",
+    ),
+    "blurred": (
+        "The photo is too blurred",
+        "Check the camera focus and keep the film still while it is photographed",
+    ),
+    "glare": (
+        "A reflection (glare) lies over the film",
+        "Switch off or move the room light reflected in the film, or tilt the film slightly",
+    ),
+    "not_xray": (
+        "This does not look like a chest X-ray film",
+        "Use a greyscale chest radiograph",
+    ),
+    "too_small": (
+        "The image is too small to analyse",
+        "Use an image at least 128 pixels on its short side",
+    ),
+    "blank": (
+        "The image is blank",
+        "Check the file: it has (almost) no contrast",
+    ),
+}
+
+
+def _quality(flags: list[str], metrics: dict[str, float]) -> Quality:
+    if not flags:
+        return Quality(True, None, None, (), metrics)
+    reason, advice = _MESSAGES[flags[0]]
+    return Quality(False, reason, advice, tuple(flags), metrics)
+
+
+# --------------------------------------------------------------------------- photometry
+
+
+def _linear_luminance(rgb: np.ndarray) -> np.ndarray:
+    lin = _LUT[rgb]
+    return lin[..., 0] * 0.2126 + lin[..., 1] * 0.7152 + lin[..., 2] * 0.0722
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness of an RGB uint8 image (0 = grey)."""
+    f = rgb.reshape(-1, 3).astype(np.float32)
+    rg = f[:, 0] - f[:, 1]
+    yb = 0.5 * (f[:, 0] + f[:, 1]) - f[:, 2]
+    return float(
+        math.hypot(float(rg.std()), float(yb.std()))
+        + 0.3 * math.hypot(float(rg.mean()), float(yb.mean()))
+    )
+
+
+def _lit_mask(lum: np.ndarray, quad_work: np.ndarray | None) -> np.ndarray:
+    """The lit panel at work resolution: the reference's quad, or the convex hull of the
+    largest bright region (the panel is convex; the film inside it is a hole that fills)."""
+    h, w = lum.shape
+    mask = np.zeros((h, w), np.uint8)
+    if quad_work is not None:
+        cv2.fillConvexPoly(mask, np.round(quad_work).astype(np.int32), 1)
+        return mask.astype(bool)
+    bright = (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
+    if n <= 1:
+        return np.ones((h, w), bool)
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    contours, _ = cv2.findContours(
+        (labels == biggest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.concatenate(contours)), 1)
+    return mask.astype(bool)
+
+
+def _lightbox_model(
+    lum: np.ndarray, lit: np.ndarray, reference: RigReference | None
+) -> tuple[np.ndarray, str]:
+    """Linear lightbox luminance at every work pixel, and which model produced it."""
+    h, w = lum.shape
+    if reference is not None:
+        flat = reference.flat_field_at((h, w))
+        ratio = lum / np.maximum(flat, 1e-4)
+        sel = lit & (flat > 0.2)
+        vals = ratio[sel] if sel.any() else ratio.ravel()
+        # the lightbox is the brightest large population of ratios (glare is small)
+        top = float(np.percentile(vals, 97))
+        gain = float(np.median(vals[vals > 0.85 * top])) if (vals > 0.85 * top).any() else top
+        return (flat * gain).astype(np.float32), "reference"
+    fs = max(h, w) / FIT_LONG_SIDE_PX
+    small = (max(8, round(w / fs)), max(8, round(h / fs)))
+    lum_s = cv2.resize(lum, small, interpolation=cv2.INTER_AREA)
+    lit_s = cv2.resize(lit.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+    p99 = float(np.percentile(lum_s[lit_s], 99)) if lit_s.any() else float(lum_s.max())
+    cand = lit_s & (lum_s > 0.45 * p99)
+    surface = fit_smooth_surface(lum_s, cand, degree=4, iterations=4, keep_ratio=0.9)
+    surface = np.maximum(surface, 0.05 * p99)
+    return cv2.resize(surface, (w, h), interpolation=cv2.INTER_LINEAR), "smooth"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _line_from_points(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Robust line through points: (unit direction, point). None when too few points."""
+    if len(pts) < 4:
+        return None
+    vx, vy, x0, y0 = cv2.fitLine(pts.astype(np.float32), cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+    d = np.array([vx, vy], np.float64)
+    p0 = np.array([x0, y0], np.float64)
+    for _ in range(2):
+        normal = np.array([-d[1], d[0]])
+        res = np.abs((pts - p0) @ normal)
+        tol = max(1.0, 3.0 * 1.4826 * float(np.median(res)))
+        keep = pts[res <= tol]
+        if len(keep) < 4:
+            break
+        vx, vy, x0, y0 = cv2.fitLine(keep.astype(np.float32), cv2.DIST_L2, 0, 0.01, 0.01).ravel()
+        d = np.array([vx, vy], np.float64)
+        p0 = np.array([x0, y0], np.float64)
+    return d, p0
+
+
+def _intersect(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    (d1, p1), (d2, p2) = a, b
+    m = np.array([d1, -d2]).T
+    if abs(np.linalg.det(m)) < 1e-9:
+        return (p1 + p2) / 2
+    t = np.linalg.solve(m, p2 - p1)
+    return p1 + t[0] * d1
+
+
+def _quad_from_lines(lines: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    top, right, bottom, left = lines
+    return np.array(
+        [
+            _intersect(left, top),
+            _intersect(top, right),
+            _intersect(right, bottom),
+            _intersect(bottom, left),
+        ],
+        np.float32,
+    )
+
+
+def _quad_from_contour(contour: np.ndarray) -> np.ndarray | None:
+    """A quadrilateral fitted to an outline: initial polygon, then 4 robust side lines."""
+    hull = cv2.convexHull(contour)
+    peri = cv2.arcLength(hull, True)
+    approx = None
+    for eps in (0.01, 0.02, 0.03, 0.05, 0.08):
+        poly = cv2.approxPolyDP(hull, eps * peri, True)
+        if len(poly) == 4:
+            approx = poly.reshape(4, 2).astype(np.float32)
+            break
+    if approx is None:
+        approx = cv2.boxPoints(cv2.minAreaRect(hull)).astype(np.float32)
+    quad = order_corners(approx)
+    pts = contour.reshape(-1, 2).astype(np.float64)
+    lines: list[tuple[np.ndarray, np.ndarray]] = []
+    for i in range(4):
+        a, b = quad[i].astype(np.float64), quad[(i + 1) % 4].astype(np.float64)
+        seg = b - a
+        length = float(np.linalg.norm(seg))
+        if length < 1:
+            return None
+        d = seg / length
+        n = np.array([-d[1], d[0]])
+        t = (pts - a) @ d
+        dist = np.abs((pts - a) @ n)
+        sel = (t > 0.1 * length) & (t < 0.9 * length) & (dist < max(3.0, 0.03 * length))
+        line = _line_from_points(pts[sel])
+        if line is None:
+            return quad
+        lines.append(line)
+    return _quad_from_lines(lines)
+
+
+@dataclass(frozen=True)
+class _Detection:
+    quad_work: np.ndarray  # (4, 2) at work resolution
+    touches_border: bool
+    fill: float
+    area_fraction: float
+
+
+def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
+    h, w = trans.shape
+    dark = ((trans < _FILM_T) & lit).astype(np.uint8)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    best: _Detection | None = None
+    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4] + 1:
+        area = float(stats[i, cv2.CC_STAT_AREA])
+        if area < _MIN_FILM_AREA * h * w:
+            break
+        comp = (labels == i).astype(np.uint8)
+        contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contour = max(contours, key=cv2.contourArea)
+        quad = _quad_from_contour(contour)
+        if quad is None:
+            continue
+        quad_area = abs(float(cv2.contourArea(quad)))
+        filled_area = float(cv2.contourArea(contour))
+        fill = min(filled_area, area) / max(quad_area, 1.0)
+        x, y, bw, bh = stats[i, :4]
+        touches = bool(
+            x <= _BORDER_PX
+            or y <= _BORDER_PX
+            or x + bw >= w - _BORDER_PX
+            or y + bh >= h - _BORDER_PX
+        )
+        det = _Detection(quad, touches, fill, quad_area / (h * w))
+        if fill >= _MIN_FILL:
+            return det
+        if best is None:
+            best = det
+    return best
+
+
+def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``image`` at float coordinates (any matching shapes)."""
+    return cv2.remap(
+        image,
+        xs.astype(np.float32),
+        ys.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _refine(
+    photo: np.ndarray,
+    quad: np.ndarray,
+    lightbox_work: np.ndarray,
+    work_scale: float,
+    clear_t: float,
+) -> tuple[np.ndarray, float, int]:
+    """Sub-pixel film edges along profiles across each side, at full resolution.
+
+    Returns (corners, median edge blur sigma in px, number of edge points used).
+    """
+    n_pts, half = 48, max(8.0, 3.0 / work_scale + 4.0)
+    steps = np.arange(-half, half + 0.01, 0.5)  # outside (+) to inside (-)
+    threshold = (1.0 + clear_t) / 2.0
+    lines: list[tuple[np.ndarray, np.ndarray]] = []
+    widths: list[float] = []
+    used = 0
+    centre = quad.mean(axis=0)
+    for i in range(4):
+        a, b = quad[i].astype(np.float64), quad[(i + 1) % 4].astype(np.float64)
+        d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
+        nrm = np.array([d[1], -d[0]])  # outward for a clockwise (on screen) quad
+        if (a + b) / 2 @ nrm < centre @ nrm:
+            nrm = -nrm
+        ts = np.linspace(0.08, 0.92, n_pts)
+        base = a[None, :] + (b - a)[None, :] * ts[:, None]  # (n, 2)
+        # three parallel profiles 1 px apart along the side, averaged against noise
+        offs = np.array([-1.0, 0.0, 1.0])
+        pos = (
+            base[:, None, None, :]
+            + offs[None, :, None, None] * d[None, None, None, :]
+            + steps[None, None, ::-1, None] * nrm[None, None, None, :]
+        )  # (n, 3, s, 2), ordered outside -> inside
+        xs, ys = pos[..., 0].reshape(n_pts * 3, -1), pos[..., 1].reshape(n_pts * 3, -1)
+        rgb = _sample(photo, xs, ys)
+        lum = _linear_luminance(rgb).reshape(n_pts, 3, -1).mean(axis=1)  # (n, s)
+        outer = base + nrm * half
+        expected = _sample(
+            lightbox_work,
+            (outer[:, 0:1] + 0.5) * work_scale - 0.5,
+            (outer[:, 1:2] + 0.5) * work_scale - 0.5,
+        ).ravel()
+        k = max(2, len(steps) // 6)
+        out_level = np.median(lum[:, :k], axis=1)
+        edge_pts = []
+        for j in range(n_pts):
+            lvl = out_level[j]
+            if lvl < 0.6 * expected[j] or lvl <= 1e-4:  # occluded (clip, finger) or off-panel
+                continue
+            prof = lum[j] / lvl
+            below = np.nonzero(prof < threshold)[0]
+            if len(below) == 0 or below[0] == 0:
+                continue
+            q = int(below[0])
+            p0, p1 = prof[q - 1], prof[q]
+            frac = (p0 - threshold) / max(p0 - p1, 1e-6)
+            s_out = steps[::-1][q - 1] - frac * 0.5  # signed distance along the normal
+            edge_pts.append(base[j] + nrm * s_out)
+            # blur: distance between the 75% and 25% points of the step
+            hi_lvl, lo_lvl = 1.0 - 0.25 * (1 - clear_t), 1.0 - 0.75 * (1 - clear_t)
+            hi_idx = np.nonzero(prof < hi_lvl)[0]
+            lo_idx = np.nonzero(prof < lo_lvl)[0]
+            if len(hi_idx) and len(lo_idx):
+                widths.append(float(lo_idx[0] - hi_idx[0]) * 0.5)
+        used += len(edge_pts)
+        line = _line_from_points(np.array(edge_pts)) if len(edge_pts) >= 8 else None
+        if line is None:
+            line = (d, a)  # keep the coarse side
+        lines.append(line)
+    corners = _quad_from_lines(lines)
+    # 25-75% width of a Gaussian-blurred step is 1.35 sigma
+    sigma = float(np.median(widths)) / 1.349 if widths else float("nan")
+    return corners, sigma, used
+
+
+# --------------------------------------------------------------------------- film
+
+
+def _warp_film(
+    photo: np.ndarray, corners: np.ndarray, log_lightbox_work: np.ndarray, work_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical view of the film: (grey uint8 in camera encoding, log10 lightbox luminance).
+
+    The grey photo is the sRGB-encoded luminance of a (near-neutral) film; the lightbox model
+    is warped with the same geometry so that the film's density is a difference of logs.
+    """
+    tl, tr, br, bl = corners.astype(np.float64)
+    fw = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    fh = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    s = min(1.0, OUTPUT_LONG_SIDE_PX / max(fw, fh))
+    ow, oh = max(16, round(fw * s)), max(16, round(fh * s))
+    x0 = max(0, int(np.floor(corners[:, 0].min())) - 2)
+    y0 = max(0, int(np.floor(corners[:, 1].min())) - 2)
+    x1 = min(photo.shape[1], int(np.ceil(corners[:, 0].max())) + 3)
+    y1 = min(photo.shape[0], int(np.ceil(corners[:, 1].max())) + 3)
+    src_img = cv2.cvtColor(photo[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+    src_corners = (corners - [x0, y0]).astype(np.float32)
+    if s < 0.66:
+        # area-average the film's bounding box first so the perspective warp does not alias
+        f = s * 1.25
+        rw, rh = max(2, round((x1 - x0) * f)), max(2, round((y1 - y0) * f))
+        src_img = cv2.resize(src_img, (rw, rh), interpolation=cv2.INTER_AREA)
+        fx, fy = rw / (x1 - x0), rh / (y1 - y0)
+        src_corners = ((src_corners + 0.5) * [fx, fy] - 0.5).astype(np.float32)
+    dst = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], np.float32) - 0.5
+    m_src = cv2.getPerspectiveTransform(src_corners, dst)
+    film = cv2.warpPerspective(src_img, m_src, (ow, oh), flags=cv2.INTER_LINEAR)
+    m_full = cv2.getPerspectiveTransform(corners.astype(np.float32), dst)
+    off = 0.5 / work_scale - 0.5
+    to_full = np.array([[1 / work_scale, 0, off], [0, 1 / work_scale, off], [0, 0, 1]])
+    lb = cv2.warpPerspective(
+        log_lightbox_work,
+        m_full @ to_full,
+        (ow, oh),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return film, lb
+
+
+def _crop_margins(density: np.ndarray, base_d: float) -> tuple[int, int, int, int]:
+    """Rows/columns of clear film (density near base+fog) at each side: (top, bottom, left,
+    right) counts to cut. A row is margin when most of it is clear film."""
+    h, w = density.shape
+    clear = density < base_d + 0.12
+    row_frac = clear[:, w // 10 : w - w // 10].mean(axis=1)
+    col_frac = clear[h // 10 : h - h // 10, :].mean(axis=0)
+
+    def run(frac: np.ndarray, limit: int) -> int:
+        k = 0
+        while k < limit and frac[k] > 0.7:
+            k += 1
+        return k
+
+    top = run(row_frac, h // 5)
+    bottom = run(row_frac[::-1], h // 5)
+    left = run(col_frac, w // 5)
+    right = run(col_frac[::-1], w // 5)
+    # a pixel more: the edge of the image area is blurred into the margin
+    pad = max(1, round(0.004 * max(h, w)))
+    return (
+        top + pad if top else 0,
+        bottom + pad if bottom else 0,
+        left + pad if left else 0,
+        right + pad if right else 0,
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def rectify(
+    photo: np.ndarray, reference: RigReference | None = None, *, method: str = "auto"
+) -> RectifyResult:
+    """Find the film in a lightbox photo (RGB uint8), rectify it and judge its quality.
+
+    ``reference`` (the empty lightbox at this exposure) makes the density measurement exact;
+    without it the lightbox is estimated from what is visible around the film.
+    ``method``: "auto" (the best available, currently the classical detector) or "classical".
+    """
+    if method not in _METHODS:
+        raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(_METHODS)}")
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+        raise ImageError(
+            f"Expected an RGB uint8 photo (H, W, 3), got {photo.dtype} {photo.shape}",
+            "Decode the file with kiosk.imageio before calling rectify",
+        )
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    H, W = photo.shape[:2]
+    if reference is not None:
+        rh, rw = reference.image_size
+        if abs(rh / rw - H / W) > 0.02:
+            logger.warning(
+                "Rig reference is %dx%d but the photo is %dx%d: ignoring the reference",
+                rw,
+                rh,
+                W,
+                H,
+            )
+            reference = None
+    work_scale = WORK_LONG_SIDE_PX / max(H, W)
+    ww, wh = max(16, round(W * work_scale)), max(16, round(H * work_scale))
+    work_scale_x = ww / W  # exact scale actually used
+    small = cv2.resize(photo, (ww, wh), interpolation=cv2.INTER_AREA)
+    lum = _linear_luminance(small)
+    quad_work = None
+    if reference is not None and reference.lightbox_quad is not None:
+        quad_work = (reference.lightbox_quad + 0.5) * work_scale_x - 0.5
+    lit = _lit_mask(lum, quad_work)
+    lightbox, model = _lightbox_model(lum, lit, reference)
+    trans = lum / np.maximum(lightbox, 1e-5)
+    det = _detect_film(trans, lit)
+    timings["detect_ms"] = (time.perf_counter() - t0) * 1000
+    lit_sub = lit[::3, ::3]
+    lb_sub = lightbox[::3, ::3]
+    lightbox_level = float(np.median(lb_sub[lit_sub] if lit_sub.any() else lb_sub))
+    clipped_lb = (
+        float((small[::3, ::3][lit_sub].max(axis=-1) >= 250).mean()) if lit_sub.any() else 0.0
+    )
+    metrics: dict[str, float] = {
+        "lightbox_linear": lightbox_level,
+        "lightbox_clipped_fraction": clipped_lb,
+        "reference_used": 1.0 if model == "reference" else 0.0,
+    }
+    if det is None or det.fill < _MIN_FILL:
+        flags = ["no_film"]
+        if lightbox_level < _DARK_LIGHTBOX:
+            flags = ["underexposed", "no_film"]
+        metrics["film_area_fraction"] = 0.0 if det is None else det.area_fraction
+        timings["total_ms"] = (time.perf_counter() - t0) * 1000
+        return RectifyResult("rejected", None, None, _quality(flags, metrics), timings)
+    # coarse quad in full-resolution pixels
+    coarse = ((det.quad_work + 0.5) / work_scale_x - 0.5).astype(np.float32)
+    film_mask_w = np.zeros((wh, ww), np.uint8)
+    cv2.fillConvexPoly(film_mask_w, np.round(det.quad_work).astype(np.int32), 1)
+    inner = cv2.erode(film_mask_w, np.ones((7, 7), np.uint8)).astype(bool)
+    t_inner = trans[inner] if inner.any() else trans[film_mask_w > 0]
+    clear_t = float(np.clip(np.percentile(t_inner, 99), 0.45, 0.8))
+    metrics["film_area_fraction"] = det.area_fraction
+    metrics["clear_film_transmittance"] = clear_t
+    t1 = time.perf_counter()
+    if det.touches_border:
+        corners = coarse
+        sigma, used = float("nan"), 0
+    else:
+        corners, sigma, used = _refine(photo, coarse, lightbox, work_scale_x, clear_t)
+        if np.abs(corners - coarse).max() > 4.0 / work_scale_x + 4:
+            logger.debug("Refinement moved a corner too far; keeping the coarse quad")
+            corners = coarse
+    timings["refine_ms"] = (time.perf_counter() - t1) * 1000
+    cut_off = det.touches_border or bool(
+        (corners[:, 0] < 0).any()
+        or (corners[:, 1] < 0).any()
+        or (corners[:, 0] > W - 1).any()
+        or (corners[:, 1] > H - 1).any()
+    )
+    diag = float(np.hypot(*(corners[2] - corners[0])))
+    metrics["edge_points"] = float(used)
+    metrics["edge_sigma_px"] = sigma
+    metrics["sharpness"] = float(diag / sigma) if sigma == sigma and sigma > 0 else 0.0
+    if cut_off:
+        metrics["edge_sigma_px"] = 0.0
+        timings["total_ms"] = (time.perf_counter() - t0) * 1000
+        return RectifyResult("rejected", corners, None, _quality(["cut_off"], metrics), timings)
+    t2 = time.perf_counter()
+    log_lb_work = np.log10(np.maximum(lightbox, 1e-5)).astype(np.float32)
+    film_u8, log_lb = _warp_film(photo, corners, log_lb_work, work_scale_x)
+    timings["warp_ms"] = (time.perf_counter() - t2) * 1000
+    t3 = time.perf_counter()
+    # D = log10(I_lightbox) - log10(I): a table lookup plus a smooth field
+    density = log_lb - np.take(_LOG_LUT, film_u8)
+    t_film = np.power(np.float32(10.0), -density[::2, ::2])
+    base_d = -math.log10(clear_t)
+    top, bottom, left, right = _crop_margins(density[::2, ::2], base_d)
+    top, bottom, left, right = 2 * top, 2 * bottom, 2 * left, 2 * right
+    fh, fw = density.shape
+    dens = density[top : fh - bottom, left : fw - right]
+    film_c = film_u8[top : fh - bottom, left : fw - right]
+    t_c = t_film[top // 2 : (fh - bottom) // 2, left // 2 : (fw - right) // 2]
+    if dens.size < 64:
+        dens, film_c, t_c = density, film_u8, t_film
+    d_lo, d_hi = (float(v) for v in np.percentile(dens[::3, ::3], [0.5, 99.5]))
+    grey = np.clip((d_hi - dens) * (255.0 / max(d_hi - d_lo, 1e-3)) + 0.5, 0, 255)
+    grey = grey.astype(np.uint8)
+    timings["photometry_ms"] = (time.perf_counter() - t3) * 1000
+    # ---- quality (statistics on a subsample of the central film)
+    ch, cw = dens.shape
+    core = (slice(ch // 8, ch - ch // 8, 2), slice(cw // 8, cw - cw // 8, 2))
+    th, tw = t_c.shape
+    core_t = (slice(th // 8, th - th // 8), slice(tw // 8, tw - tw // 8))
+    glare_fraction = float((t_c[core_t] > clear_t * 1.08).mean())
+    clipped = float((film_c[core] >= 250).mean())
+    # colour: from the work-resolution copy, inside the film, white-balanced on the lightbox
+    sub = (slice(None, None, 2), slice(None, None, 2))
+    lin_small = _LUT[small[sub]]
+    around, within = (lit & ~inner)[sub], inner[sub]
+    lb_rgb = np.median(lin_small[around], axis=0) if around.any() else np.ones(3)
+    wb = np.clip(lin_small[within] / np.maximum(lb_rgb, 1e-4) * lb_rgb.mean(), 0, 1)
+    wb_srgb = (np.power(wb, 1 / 2.2) * 255).astype(np.uint8)
+    metrics.update(
+        {
+            "glare_fraction": glare_fraction,
+            "clipped_fraction": clipped,
+            "contrast": d_hi - d_lo,
+            "density_min": d_lo,
+            "density_max": d_hi,
+            "colourfulness": _colourfulness(wb_srgb) if wb_srgb.size else 0.0,
+            "edge_blur_fraction": sigma / diag if sigma == sigma else 0.0,
+        }
+    )
+    flags: list[str] = []
+    if clipped > _CLIPPED_MAX or clipped_lb > 0.5:
+        flags.append("overexposed")
+    if lightbox_level < _DARK_LIGHTBOX:
+        flags.append("underexposed")
+    if sigma == sigma and sigma / diag > _SHARP_MAX:
+        flags.append("blurred")
+    if glare_fraction > _GLARE_MAX:
+        flags.append("glare")
+    if metrics["colourfulness"] > _COLOURFUL_MAX or d_hi - d_lo < 0.3:
+        flags.append("not_xray")
+    quality = _quality(flags, metrics)
+    timings["total_ms"] = (time.perf_counter() - t0) * 1000
+    status: Literal["ok", "rejected"] = "ok" if quality.ok else "rejected"
+    return RectifyResult(status, corners.astype(np.float32), grey, quality, timings)
+
+
+def check_digital(image: np.ndarray) -> Quality:
+    """Gate for a digital (non-photo) image: too small, blank, or not an X-ray (colourful)."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if grey.dtype != np.uint8:
+        g = grey.astype(np.float32)
+        g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6) * 255
+        grey = g.astype(np.uint8)
+    h, w = grey.shape
+    sub = grey[:: max(1, h // 512), :: max(1, w // 512)]
+    p1, p99 = (float(v) for v in np.percentile(sub, [1, 99]))
+    metrics = {
+        "height": float(h),
+        "width": float(w),
+        "contrast": p99 - p1,
+        "std": float(sub.std()),
+        "colourfulness": 0.0,
+    }
+    flags: list[str] = []
+    if min(h, w) < 128:
+        flags.append("too_small")
+    if sub.std() < 3.0:
+        flags.append("blank")
+    if image.ndim == 3:
+        rgb = image if image.dtype == np.uint8 else cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+        metrics["colourfulness"] = _colourfulness(rgb[:: max(1, h // 256), :: max(1, w // 256)])
+    aspect = max(h, w) / max(1, min(h, w))
+    metrics["aspect"] = aspect
+    if "blank" not in flags and (
+        metrics["colourfulness"] > _COLOURFUL_MAX or p99 - p1 < 40 or aspect > 2.5
+    ):
+        flags.append("not_xray")
+    return _quality(flags, metrics)
+
+
+def looks_like_photo(image: np.ndarray) -> bool:
+    """True for a camera photo of a film on a lightbox, False for a digital X-ray.
+
+    A digital radiograph is exactly grey and usually dark at its borders; a lightbox photo has
+    colour noise and a colour cast, and bright lightbox around the film.
+    """
+    if image.ndim == 2 or image.shape[2] == 1:
+        return False
+    h, w = image.shape[:2]
+    sub = image[:: max(1, h // 256), :: max(1, w // 256)].astype(np.int16)
+    chroma = float(np.mean(np.abs(sub[..., 0] - sub[..., 1]) + np.abs(sub[..., 2] - sub[..., 1])))
+    if chroma < 1.0:
+        return False
+    grey = sub.mean(axis=2)
+    bh, bw = max(1, grey.shape[0] // 12), max(1, grey.shape[1] // 12)
+    border = np.concatenate(
+        [grey[:bh].ravel(), grey[-bh:].ravel(), grey[:, :bw].ravel(), grey[:, -bw:].ravel()]
+    )
+    centre = grey[
+        grey.shape[0] // 4 : -grey.shape[0] // 4, grey.shape[1] // 4 : -grey.shape[1] // 4
+    ]
+    bright_border = float(np.percentile(border, 75)) > max(120.0, float(np.median(centre)) + 30)
+    return bright_border or chroma > 6.0

@@ -1,0 +1,104 @@
+"""JSON API for scripts: ``/api/v1/...`` with ``Authorization: Bearer <token>`` (or a session).
+
+Results are returned without the ``source`` path, the patient reference, the raw features and
+the activation map (``/results/<id>/cam.png`` draws that).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from kiosk.errors import KioskError
+from kiosk.web import context
+from kiosk.web.health import readiness
+from kiosk.web.results import history_filters
+from kiosk.web.security import principal, require
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_PAGE_SIZE = 200
+PUBLIC_FIELDS = (
+    "id",
+    "created_at",
+    "device_id",
+    "input_kind",
+    "status",
+    "reason",
+    "quality",
+    "model_id",
+    "model_version",
+    "model_sha256",
+    "calibration_id",
+    "timings_ms",
+    "findings",
+)
+
+
+def public_result(row: dict[str, Any]) -> dict[str, Any]:
+    """A result as the API shows it (no source path, patient reference, features or CAM)."""
+    out = {key: row.get(key) for key in PUBLIC_FIELDS}
+    out["diagnoses"] = {
+        code: {"label": d["label"], "confirmed_at": d["confirmed_at"]}
+        for code, d in (row.get("diagnoses") or {}).items()
+    }
+    out["has_image"] = bool(row.get("image_path"))
+    return out
+
+
+@bp.get("/results")
+@require("staff")
+def results() -> Response:
+    try:
+        limit = min(MAX_PAGE_SIZE, max(1, int(request.args.get("limit", "50"))))
+        offset = max(0, int(request.args.get("offset", "0")))
+    except ValueError:
+        response = jsonify(error="limit and offset must be integers")
+        response.status_code = 400
+        return response
+    rows, total = context().appliance.store.list_results(
+        limit=limit, offset=offset, **history_filters(request.args)
+    )
+    return jsonify(
+        total=total, limit=limit, offset=offset, results=[public_result(r) for r in rows]
+    )
+
+
+@bp.get("/results/<result_id>")
+@require("staff")
+def result(result_id: str) -> Response | tuple[Response, int]:
+    row = context().appliance.store.get_result(result_id)
+    if row is None:
+        return jsonify(error=f"no result with id {result_id}"), 404
+    return jsonify(public_result(row))
+
+
+@bp.get("/health")
+@require("staff")
+def health() -> tuple[Response, int]:
+    ready, checks = readiness()
+    service = context().service
+    body: dict[str, Any] = {"ready": ready, "checks": checks}
+    if service is not None:
+        status = service.status()
+        body["status"] = {k: status[k] for k in ("state", "message", "camera", "queue_depth")}
+    return jsonify(body), 200 if ready else 503
+
+
+@bp.post("/capture")
+@require("technician")
+def capture() -> tuple[Response, int]:
+    service = context().service
+    if service is None:
+        return jsonify(error="the camera is not running", fix="start `kiosk serve`"), 503
+    try:
+        service.capture_now()
+    except KioskError as exc:
+        return jsonify(error=exc.message, fix=exc.fix), 503
+    who = principal()
+    context().appliance.store.audit(who.name if who else "?", "capture.api", None, None)
+    return jsonify(ok=True, message="capture requested"), 202

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Run every check the project has, on a fresh machine or a developer's: installs what the
+# tests need (Debian: chromium, systemd-analyze, sqlite3; Python: the package with its dev,
+# train and dicom extras in .venv), then ruff, mypy and pytest. Usage: scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  else
+    echo "missing Debian packages: ${need_apt[*]} (run: sudo apt-get install ${need_apt[*]})" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch: the CPU build pinned explicitly, so no multi-GB CUDA build is pulled in.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev,train,dicom]"
+
+ruff check .
+ruff format --check .
+mypy kiosk
+python -m pytest "$@"

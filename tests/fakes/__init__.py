@@ -1,0 +1,1 @@
+"""Fakes of hardware libraries, mimicking their real APIs; only tests import them."""

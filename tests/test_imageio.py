@@ -1,0 +1,152 @@
+"""Bad and unusual input files: each gets a clear error or is read correctly."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kiosk.errors import ImageError
+from kiosk.imageio import MAX_PIXELS, atomic_write_bytes, decode_image, list_inputs, read_image
+
+
+def _png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _huge_png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature + IHDR claiming a huge size, with almost no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    crc = struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+    idat = zlib.compress(b"\x00" * 64)
+    idat_chunk = b"IDAT" + idat
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + crc
+        + struct.pack(">I", len(idat))
+        + idat_chunk
+        + struct.pack(">I", zlib.crc32(idat_chunk) & 0xFFFFFFFF)
+    )
+
+
+def test_grey_png_round_trip() -> None:
+    arr = np.arange(128 * 96, dtype=np.uint32).reshape(96, 128).astype(np.uint8)
+    loaded = decode_image(_png_bytes(arr))
+    assert loaded.pixels.shape == (96, 128)
+    assert np.array_equal(loaded.pixels, arr)
+
+
+def test_rgb_grey_content_becomes_one_channel() -> None:
+    grey = np.random.default_rng(0).integers(0, 255, (80, 90), dtype=np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    assert decode_image(_png_bytes(rgb)).pixels.shape == (80, 90)
+
+
+def test_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        read_image(path)
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    arr = np.random.default_rng(1).integers(0, 255, (300, 300), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    data = buf.getvalue()
+    with pytest.raises(ImageError, match="damaged or truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_huge_image_is_refused_before_decoding() -> None:
+    data = _huge_png_header(30000, 30000)
+    assert len(data) < 1000  # the claim, not the pixels
+    with pytest.raises(ImageError, match="pixel|huge"):
+        decode_image(data)
+    assert 30000 * 30000 > MAX_PIXELS
+
+
+def test_not_an_image_and_wrong_extension(tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(text)
+    arr = np.full((100, 100), 7, dtype=np.uint8)
+    mislabelled = tmp_path / "actually_png.jpg"
+    mislabelled.write_bytes(_png_bytes(arr))
+    assert read_image(mislabelled).format == "PNG"
+
+
+def test_sixteen_bit_is_windowed_to_eight() -> None:
+    arr = (np.linspace(0, 4095, 200 * 200).reshape(200, 200)).astype(np.uint16)
+    loaded = decode_image(_png_bytes(arr))
+    assert loaded.pixels.dtype == np.uint8
+    assert loaded.pixels.min() == 0 and loaded.pixels.max() == 255
+    assert any("8bit" in n for n in loaded.notes)
+
+
+def test_cmyk_jpeg_is_converted() -> None:
+    img = Image.new("CMYK", (120, 100), (0, 255, 255, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    loaded = decode_image(buf.getvalue())
+    assert loaded.pixels.shape == (100, 120, 3)
+    assert "cmyk_converted" in loaded.notes
+
+
+def test_tiny_image_is_refused() -> None:
+    with pytest.raises(ImageError, match="only 10x10"):
+        decode_image(_png_bytes(np.zeros((10, 10), dtype=np.uint8)))
+
+
+def test_dicom_monochrome1_is_inverted() -> None:
+    pydicom = pytest.importorskip("pydicom", reason="pydicom is in the dev extra")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ramp = np.tile(np.linspace(0, 4000, 128, dtype=np.uint16), (128, 1))
+    ds.Rows, ds.Columns = ramp.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = ramp.tobytes()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    loaded = decode_image(buf.getvalue(), "x.dcm")
+    assert loaded.format == "DICOM"
+    assert "monochrome1_inverted" in loaded.notes
+    # MONOCHROME1: the highest stored value is displayed darkest.
+    assert loaded.pixels[0, 0] > loaded.pixels[0, -1]
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "a.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["a.bin"]
+
+
+def test_list_inputs_keeps_every_visible_file_in_order(tmp_path: Path) -> None:
+    (tmp_path / "b.png").write_bytes(b"x")
+    (tmp_path / "a.txt").write_bytes(b"x")
+    (tmp_path / ".hidden").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jpg").write_bytes(b"x")
+    names = [p.relative_to(tmp_path).as_posix() for p in list_inputs([tmp_path])]
+    assert names == ["a.txt", "b.png", "sub/c.jpg"]
