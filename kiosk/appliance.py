@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiosk.camera.base import Camera, create_camera
 from kiosk.config import KioskConfig
 from kiosk.errors import ModelError
 from kiosk.model.classifier import Classifier
@@ -67,6 +68,45 @@ def load_manifest(config: KioskConfig) -> Manifest:
 
 def load_classifier(config: KioskConfig) -> Classifier:
     return Classifier.from_manifest(resolve_manifest(config), threads=config.threads)
+
+
+def camera_options(config: KioskConfig) -> dict[str, object]:
+    """Backend options from the ``camera`` section (each backend takes only its own)."""
+    cam = config.camera
+    if cam.backend == "simulator":
+        return {
+            "resolution": cam.resolution or (1920, 1080),
+            "folder": cam.folder,
+            "auto_cycle_s": cam.demo_cycle_s,
+            "preview_width": cam.preview_width,
+            "seed": cam.simulator_seed,
+        }
+    if cam.backend == "folder":
+        return {
+            "folder": cam.folder,
+            "loop": cam.replay_loop,
+            "frame_interval_s": cam.replay_interval_s,
+            "preview_width": cam.preview_width,
+        }
+    if cam.backend == "opencv":
+        device: int | str = int(cam.device) if cam.device.isdigit() else cam.device
+        return {"device": device, "resolution": cam.resolution, "preview_width": cam.preview_width}
+    return {
+        "device": int(cam.device) if cam.device.isdigit() else 0,
+        "resolution": cam.resolution,
+        "autofocus_before_still": cam.autofocus_before_still,
+    }
+
+
+def configured_camera(config: KioskConfig) -> Camera:
+    """The configured camera, not yet opened (AutoCapture opens and reopens it)."""
+    return create_camera(config.camera.backend, **camera_options(config))
+
+
+def open_configured_camera(config: KioskConfig) -> Camera:
+    camera = configured_camera(config)
+    camera.open()
+    return camera
 
 
 @dataclass

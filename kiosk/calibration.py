@@ -617,11 +617,11 @@ class TemperatureScaler:
     def predict_proba(
         self, logits: npt.ArrayLike, features: FloatArray | None = None
     ) -> FloatArray:
-        """Calibrated probabilities for logits; features are ignored."""
+        """Calibrated probabilities for logits (any shape); ignores features, never refits."""
         return sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)
 
     def to_params(self) -> dict[str, Any]:
-        """JSON-safe parameters."""
+        """JSON-safe parameters; the method name is stored next to them by the record, not here."""
         return {"temperature": float(self.temperature)}
 
     @classmethod
@@ -659,11 +659,11 @@ class PlattScaler:
     def predict_proba(
         self, logits: npt.ArrayLike, features: FloatArray | None = None
     ) -> FloatArray:
-        """Calibrated probabilities for logits; features are ignored."""
+        """Calibrated probabilities for logits (any shape); ignores features, never refits."""
         return sigmoid(self.a * np.asarray(logits, dtype=np.float64) + self.b)
 
     def to_params(self) -> dict[str, Any]:
-        """JSON-safe parameters."""
+        """JSON-safe parameters; the method name is stored next to them by the record, not here."""
         return {"a": float(self.a), "b": float(self.b)}
 
     @classmethod
@@ -744,7 +744,7 @@ class IsotonicCalibrator:
         return np.clip(out, PROB_EPS, 1.0 - PROB_EPS)
 
     def to_params(self) -> dict[str, Any]:
-        """JSON-safe parameters (the knots)."""
+        """JSON-safe parameters (the knots); the method name is not included."""
         return {"x": list(self.x), "y": list(self.y)}
 
     @classmethod
@@ -826,7 +826,7 @@ class RefitHead:
         return sigmoid(X @ np.asarray(self.coef) + self.intercept)
 
     def to_params(self) -> dict[str, Any]:
-        """JSON-safe parameters (weights in standardised space, mean, scale, l2)."""
+        """JSON-safe weights (standardised space), mean, scale and l2; no training data is kept."""
         return {
             "coef": list(self.coef),
             "intercept": float(self.intercept),
@@ -1083,7 +1083,7 @@ class CalibrationRecord:
         return record
 
     def calibrator(self, code: str) -> Calibrator:
-        """The calibrator for one finding code (rebuilt from params once, then cached)."""
+        """The calibrator for one finding code, rebuilt from params once and cached; never refit."""
         if code not in self.methods:
             raise _refuse(
                 f"calibration {self.id} has no finding {code!r}", f"known: {', '.join(self.codes)}"
@@ -1093,7 +1093,7 @@ class CalibrationRecord:
         return self._cache[code]
 
     def threshold(self, code: str) -> float:
-        """Operating threshold on the calibrated probability for ``code``."""
+        """Operating threshold on the calibrated probability for ``code``; not for raw scores."""
         if code not in self.thresholds:
             raise _refuse(
                 f"calibration {self.id} has no threshold for {code!r}",

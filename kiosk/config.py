@@ -45,6 +45,15 @@ class CameraConfig(Section):
     bracket_evs: list[float] = Field(default_factory=lambda: [-1.0, 0.0, 1.0])
     # Simulator demo: seconds between films placed on the virtual lightbox (0 = never).
     demo_cycle_s: float = Field(default=25.0, ge=0)
+    # Width of the small preview frames used for detection and the live page.
+    preview_width: int = Field(default=480, ge=64, le=1920)
+    # picamera2: run an autofocus cycle before each still (Camera Module 3).
+    autofocus_before_still: bool = True
+    # folder backend: seconds per image (None = next image per still) and looping.
+    replay_interval_s: float | None = Field(default=None, gt=0)
+    replay_loop: bool = True
+    # simulator: seed of the simulated rig and films.
+    simulator_seed: int = 0
 
 
 class CaptureConfig(Section):
@@ -54,6 +63,9 @@ class CaptureConfig(Section):
     preview_fps: float = Field(default=4.0, gt=0, le=30)
     # Seconds the scene must be still before the still is taken.
     stable_s: float = Field(default=1.5, ge=0)
+    # Reconnect back-off after a camera error: first and longest delay.
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
 
 
 class RectifyConfig(Section):

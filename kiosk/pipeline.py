@@ -310,6 +310,7 @@ class Pipeline:
                     prediction.logits,
                     prediction.features,
                     model_sha256=self.manifest.sha256,
+                    codes=list(self.manifest.finding_codes),
                 )
                 thresholds = [self.calibration.threshold(f.code) for f in self.manifest.findings]
                 result.calibration_id = self.calibration.id

@@ -184,7 +184,9 @@ def _lightbox_model(
     lit_s = cv2.resize(lit.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
     p99 = float(np.percentile(lum_s[lit_s], 99)) if lit_s.any() else float(lum_s.max())
     cand = lit_s & (lum_s > 0.45 * p99)
-    surface = fit_smooth_surface(lum_s, cand, degree=4, iterations=4, keep_ratio=0.9)
+    surface = fit_smooth_surface(
+        lum_s, cand, degree=4, iterations=5, keep_ratio=0.9, upper_ratio=1.1
+    )
     surface = np.maximum(surface, 0.05 * p99)
     return cv2.resize(surface, (w, h), interpolation=cv2.INTER_LINEAR), "smooth"
 
@@ -280,7 +282,7 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
     dark = ((trans < _FILM_T) & lit).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
     best: _Detection | None = None
     for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4] + 1:
         area = float(stats[i, cv2.CC_STAT_AREA])
@@ -308,6 +310,22 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
         if best is None:
             best = det
     return best
+
+
+def _quad_cut_off(quad: np.ndarray, size: tuple[int, int]) -> bool:
+    """A film runs out of the frame when a corner is outside it or a whole side lies on a
+    frame edge (the frame, not the film's edge, bounds the dark region there)."""
+    h, w = size
+    tol = _BORDER_PX + 0.5
+    x, y = quad[:, 0], quad[:, 1]
+    if (x < -0.5).any() or (y < -0.5).any() or (x > w - 0.5).any() or (y > h - 0.5).any():
+        return True
+    for i in range(4):
+        a, b = quad[i], quad[(i + 1) % 4]
+        for axis, limit in ((0, 0.0), (0, w - 1.0), (1, 0.0), (1, h - 1.0)):
+            if abs(a[axis] - limit) <= tol and abs(b[axis] - limit) <= tol:
+                return True
+    return False
 
 
 def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -408,8 +426,8 @@ def _warp_film(
     is warped with the same geometry so that the film's density is a difference of logs.
     """
     tl, tr, br, bl = corners.astype(np.float64)
-    fw = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
-    fh = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    fw = float(np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    fh = float(np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
     s = min(1.0, OUTPUT_LONG_SIDE_PX / max(fw, fh))
     ow, oh = max(16, round(fw * s)), max(16, round(fh * s))
     x0 = max(0, int(np.floor(corners[:, 0].min())) - 2)
@@ -527,12 +545,12 @@ def rectify(
         "reference_used": 1.0 if model == "reference" else 0.0,
     }
     if det is None or det.fill < _MIN_FILL:
-        flags = ["no_film"]
+        none_flags = ["no_film"]
         if lightbox_level < _DARK_LIGHTBOX:
-            flags = ["underexposed", "no_film"]
+            none_flags = ["underexposed", "no_film"]
         metrics["film_area_fraction"] = 0.0 if det is None else det.area_fraction
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
-        return RectifyResult("rejected", None, None, _quality(flags, metrics), timings)
+        return RectifyResult("rejected", None, None, _quality(none_flags, metrics), timings)
     # coarse quad in full-resolution pixels
     coarse = ((det.quad_work + 0.5) / work_scale_x - 0.5).astype(np.float32)
     film_mask_w = np.zeros((wh, ww), np.uint8)
@@ -543,7 +561,8 @@ def rectify(
     metrics["film_area_fraction"] = det.area_fraction
     metrics["clear_film_transmittance"] = clear_t
     t1 = time.perf_counter()
-    if det.touches_border:
+    cut_off = _quad_cut_off(det.quad_work, (wh, ww))
+    if cut_off:
         corners = coarse
         sigma, used = float("nan"), 0
     else:
@@ -551,13 +570,13 @@ def rectify(
         if np.abs(corners - coarse).max() > 4.0 / work_scale_x + 4:
             logger.debug("Refinement moved a corner too far; keeping the coarse quad")
             corners = coarse
+        cut_off = bool(
+            (corners[:, 0] < 0).any()
+            or (corners[:, 1] < 0).any()
+            or (corners[:, 0] > W - 1).any()
+            or (corners[:, 1] > H - 1).any()
+        )
     timings["refine_ms"] = (time.perf_counter() - t1) * 1000
-    cut_off = det.touches_border or bool(
-        (corners[:, 0] < 0).any()
-        or (corners[:, 1] < 0).any()
-        or (corners[:, 0] > W - 1).any()
-        or (corners[:, 1] > H - 1).any()
-    )
     diag = float(np.hypot(*(corners[2] - corners[0])))
     metrics["edge_points"] = float(used)
     metrics["edge_sigma_px"] = sigma

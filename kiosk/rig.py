@@ -92,11 +92,13 @@ def fit_smooth_surface(
     degree: int = 4,
     iterations: int = 3,
     keep_ratio: float = 0.9,
+    upper_ratio: float | None = None,
 ) -> np.ndarray:
     """Robust 2-D polynomial fit of ``values`` over ``mask``, ignoring pixels darker than the fit.
 
     Dark things on a lightbox (a film, fingers) pull a plain least-squares fit down; every
-    iteration drops the pixels below ``keep_ratio`` times the current fit. Returns the surface
+    iteration drops the pixels below ``keep_ratio`` times the current fit (and, with
+    ``upper_ratio``, those above it: glare on a lightbox photo). Returns the surface
     evaluated everywhere (float32, shape of ``values``).
     """
     h, w = values.shape
@@ -113,6 +115,10 @@ def fit_smooth_surface(
         coef = np.linalg.solve(b.T @ b + ridge * len(b), b.T @ v[use])
         surface = (basis @ coef).astype(np.float32)
         use = mask.ravel() & (v >= keep_ratio * surface)
+        if upper_ratio is not None:
+            use &= v <= upper_ratio * surface
+        if upper_ratio is not None:
+            use &= v <= upper_ratio * surface
     return surface.reshape(h, w)
 
 

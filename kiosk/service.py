@@ -301,7 +301,6 @@ class KioskService:
             rig.save(self.config.data_dir / "rig")
             self.appliance.pipeline.reload_rig()
             self._empty_preview = camera.preview()
-        self.appliance.store.audit("technician", "rig.reference", None, {"made": rig.created_at})
         logger.info("rig reference saved (%s)", rig.created_at)
         return rig
 

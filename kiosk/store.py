@@ -624,6 +624,39 @@ class Store:
             db.execute("update calibrations set active = 1 where id = ?", [calibration_id])
             self._audit(db, actor, "calibration.activated", calibration_id, None)
 
+    def rollback_calibration(self, model_sha256: str, *, actor: str = "cli") -> str | None:
+        """Re-activate the calibration that was active before the current one, by the audit log.
+
+        Returns the id now active, or None when there was no earlier one (then none is active).
+        """
+        with self._lock:
+            ids = {
+                r["id"]
+                for r in self.db.query(
+                    "select id from calibrations where model_sha256 = ?", [model_sha256]
+                )
+            }
+            history = [
+                r["subject"]
+                for r in self.db.query(
+                    "select subject from audit where action = 'calibration.activated' "
+                    "order by id"
+                )
+                if r["subject"] in ids
+            ]
+            current = self.active_calibration(model_sha256)
+        current_id = current["id"] if current else None
+        previous = None
+        for cid in reversed(history):
+            if cid != current_id:
+                previous = cid
+                break
+        if previous is None:
+            self.deactivate_calibrations(model_sha256, actor=actor)
+            return None
+        self.activate_calibration(previous, actor=actor)
+        return previous
+
     def deactivate_calibrations(self, model_sha256: str, *, actor: str = "cli") -> None:
         """Use no calibration for this model (raw model probabilities)."""
         with self.transaction() as db:

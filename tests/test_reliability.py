@@ -98,3 +98,23 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
         write_reliability_svg(target, [], title="site")
     ET.fromstring(target.read_text(encoding="utf-8"))
     assert sorted(os.listdir(tmp_path)) == ["reliability.svg"]
+
+
+def test_curves_and_markers_stay_inside_the_plot_frame() -> None:
+    rng = np.random.default_rng(1)
+    extreme = np.concatenate([np.zeros(20), np.ones(20), rng.random(60)])
+    labels = (rng.random(100) < 0.5).astype(float)
+    root = ET.fromstring(reliability_svg([("edge", extreme, labels)], title="edges"))
+    frame = root.find("svg:rect[@fill='none']", NS)
+    assert frame is not None
+    x0, y0 = float(frame.attrib["x"]), float(frame.attrib["y"])
+    x1, y1 = x0 + float(frame.attrib["width"]), y0 + float(frame.attrib["height"])
+    pts = _points(root.find("svg:polyline[@class='curve']", NS))  # type: ignore[arg-type]
+    assert np.all((pts[:, 0] >= x0) & (pts[:, 0] <= x1))
+    assert np.all((pts[:, 1] >= y0) & (pts[:, 1] <= y1))
+    # Both ends reached: mean prediction 0 sits on the left edge, 1 on the right edge.
+    assert pts[0, 0] == pytest.approx(x0) and pts[-1, 0] == pytest.approx(x1)
+    width, height = float(root.attrib["width"]), float(root.attrib["height"])
+    for circle in root.iter("{http://www.w3.org/2000/svg}circle"):
+        assert 0 <= float(circle.attrib["cx"]) <= width
+        assert 0 <= float(circle.attrib["cy"]) <= height

@@ -403,7 +403,11 @@ class HubStore:
             )
             out.updated += 1
         else:
-            db.table("results").insert(row)
+            cols = ", ".join(row)
+            db.execute(
+                f"insert into results ({cols}) values ({', '.join('?' * len(row))})",
+                list(row.values()),
+            )
             out.inserted += 1
         if r.findings:
             db.conn.executemany(

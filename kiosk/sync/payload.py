@@ -99,8 +99,8 @@ class ResultPayload(_Wire):
 
     def content_sha256(self) -> str:
         """Digest of everything but the thumbnail: equal digests mean the same content."""
-        data = self.model_dump(mode="json", exclude={"thumbnail"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        data = self.model_dump_json(exclude={"thumbnail"}).encode()
+        return hashlib.sha256(data).hexdigest()
 
 
 class OutboxCounts(_Wire):

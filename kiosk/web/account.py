@@ -7,6 +7,7 @@ import math
 import secrets
 
 from flask import Blueprint, Response, redirect, render_template, request, session
+from flask.typing import ResponseReturnValue
 
 from kiosk.web import auth, context
 from kiosk.web.security import client_address, principal
@@ -35,7 +36,7 @@ def login_form() -> str:
 
 
 @bp.post("/login")
-def login() -> Response | tuple[str, int]:
+def login() -> ResponseReturnValue:
     ctx = context()
     store = ctx.appliance.store
     username = request.form.get("username", "").strip()[: auth.USERNAME_MAX_CHARS + 1]
@@ -82,7 +83,7 @@ def login() -> Response | tuple[str, int]:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     who = principal()
     if who is not None and who.kind == "session":
         context().appliance.store.audit(who.name, "user.logout", None, None)

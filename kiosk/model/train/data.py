@@ -196,8 +196,10 @@ def split_by_patient(
 ) -> list[Sample]:
     """Assign every sample to train/val/holdout so that no patient is in two splits.
 
-    Patients are stratified by their label pattern (for one finding: ever positive or not)
-    and each stratum's patients are shuffled with ``seed`` and cut by ``fractions``.
+    Patients are grouped by label pattern (for one finding: ever positive or not); each group is
+    shuffled with ``seed`` and the groups are walked in turn, giving each patient to the split
+    furthest below its share so far. That keeps every group and the whole close to
+    ``fractions`` (of patients) even when a group has only a handful of patients.
     """
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise DataError(f"split fractions {fractions} must be >= 0 and sum to 1")
@@ -206,22 +208,22 @@ def split_by_patient(
         by_patient[s.patient].append(s)
     strata: dict[tuple[int, ...], list[str]] = defaultdict(list)
     for pid, items in by_patient.items():
-        pattern = tuple(
-            int(any(s.labels[i] > 0.5 for s in items)) for i in range(len(items[0].labels))
-        )
+        n_labels = len(items[0].labels)
+        pattern = tuple(int(any(s.labels[i] > 0.5 for s in items)) for i in range(n_labels))
         strata[pattern].append(pid)
     rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
+    ordered: list[str] = []
     for pattern in sorted(strata):
         pids = sorted(strata[pattern])
         rng.shuffle(pids)
-        n = len(pids)
-        n_train = round(n * fractions[0])
-        n_val = round(n * fractions[1])
-        for i, pid in enumerate(pids):
-            assignment[pid] = (
-                "train" if i < n_train else "val" if i < n_train + n_val else "holdout"
-            )
+        ordered.extend(pids)
+    counts = [0, 0, 0]
+    assignment: dict[str, str] = {}
+    for i, pid in enumerate(ordered):
+        deficits = [fractions[k] * (i + 1) - counts[k] for k in range(3)]
+        k = int(np.argmax(deficits))
+        counts[k] += 1
+        assignment[pid] = SPLITS[k]
     return [replace(s, split=assignment[s.patient]) for s in samples]
 
 

@@ -293,7 +293,11 @@ def train(cfg: TrainConfig) -> TrainResult:
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
+            step = i // cfg.batch_size + 1
+            if step % 20 == 0:
+                logger.info("epoch %d step %d/%d loss %.4f (%.0f s)", epoch + 1, step,
+                            steps_per_epoch, np.mean(losses[-20:]), time.time() - t0)
         train_s = time.time() - t0
         val_logits, _ = predict(model, images["val"])
         vl = torch.nn.functional.binary_cross_entropy_with_logits(
