@@ -74,7 +74,8 @@ class RectifyConfig(Section):
 
 class WebConfig(Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    # 0 = any free port (tests); the chosen port is logged.
+    port: int = Field(default=8080, ge=0, le=65535)
     # Sign the kiosk's own screen (requests from 127.0.0.1) in as staff automatically.
     local_autologin: bool = False
     # Cookies only over HTTPS (set when a TLS reverse proxy is in front).

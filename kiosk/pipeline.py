@@ -57,9 +57,9 @@ class AnalysisResult:
     features: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
-        reason = self.reason
+        reason = _sentence(self.reason)
         if reason and self.advice:
-            reason = f"{reason}. {self.advice}"
+            reason = f"{reason} {_sentence(self.advice)}"
         return {
             "source": self.source,
             "status": self.status,
@@ -83,6 +83,15 @@ class AnalysisResult:
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "result_id": self.result_id,
         }
+
+
+def _sentence(text: str | None) -> str | None:
+    """'film cut off' -> 'Film cut off.' (messages are joined into one readable line)."""
+    if not text:
+        return text
+    text = text.strip()
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _quality_dict(quality: rectify.Quality) -> dict[str, Any]:

@@ -39,7 +39,10 @@ class LabelledCases:
 
 
 def read_labels_csv(path: Path, codes: tuple[str, ...]) -> list[tuple[Path, dict[str, float]]]:
-    """Parse ``path,<code>...`` with 0/1 labels (blank = not labelled); paths relative to the CSV."""
+    """Parse ``path,<code>...`` with 0/1 labels (blank = not labelled).
+
+    Paths are relative to the CSV's folder.
+    """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -97,11 +100,13 @@ def collect_from_photos(
         logits.append(result.logits)
         labels.append([row_labels.get(code, float("nan")) for code in codes])
         features.append(result.features)
-    has_features = bool(features) and all(f is not None for f in features)
+    present = [f for f in features if f is not None]
     return LabelledCases(
         logits=np.asarray(logits, dtype=np.float64).reshape(len(logits), len(codes)),
         labels=np.asarray(labels, dtype=np.float64).reshape(len(labels), len(codes)),
-        features=np.stack(features).astype(np.float64) if has_features else None,
+        features=np.stack(present).astype(np.float64)
+        if present and len(present) == len(features)
+        else None,
         skipped=skipped,
     )
 
@@ -123,12 +128,12 @@ def collect_from_store(store: Store, manifest: Manifest) -> LabelledCases:
             ]
         )
         features.append(store.result_features(case["id"]))
-    has_features = bool(features) and all(f is not None for f in features)
+    present = [f for f in features if f is not None]
     return LabelledCases(
         logits=np.asarray(logits, dtype=np.float64).reshape(len(logits), len(codes)),
         labels=np.asarray(labels, dtype=np.float64).reshape(len(labels), len(codes)),
-        features=np.stack([f for f in features if f is not None]).astype(np.float64)
-        if has_features
+        features=np.stack(present).astype(np.float64)
+        if present and len(present) == len(features)
         else None,
         skipped=skipped,
     )

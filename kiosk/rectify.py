@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from kiosk.errors import ImageError
-from kiosk.rig import RigReference, fit_smooth_surface, order_corners, srgb_lut_linear
+from kiosk.rig import RigReference, fit_smooth_surface, srgb_lut_linear
 
 logger = logging.getLogger(__name__)
 
@@ -236,37 +236,72 @@ def _quad_from_lines(lines: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     )
 
 
-def _quad_from_contour(contour: np.ndarray) -> np.ndarray | None:
-    """A quadrilateral fitted to an outline: initial polygon, then 4 robust side lines."""
-    hull = cv2.convexHull(contour)
-    peri = cv2.arcLength(hull, True)
-    approx = None
-    for eps in (0.01, 0.02, 0.03, 0.05, 0.08):
-        poly = cv2.approxPolyDP(hull, eps * peri, True)
-        if len(poly) == 4:
-            approx = poly.reshape(4, 2).astype(np.float32)
+def _dominant_lines(
+    pts: np.ndarray, n_lines: int, tol: float, rng: np.random.Generator, iters: int = 200
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """RANSAC: the ``n_lines`` straight runs of an outline with most points within ``tol``.
+
+    Film edges are long straight runs; a clip, fingers or a stray blob are curved or short.
+    Returns (direction, point, inlier count) per line, strongest first.
+    """
+    out: list[tuple[np.ndarray, np.ndarray, int]] = []
+    remaining = pts
+    for _ in range(n_lines):
+        n = len(remaining)
+        if n < 20:
             break
-    if approx is None:
-        approx = cv2.boxPoints(cv2.minAreaRect(hull)).astype(np.float32)
-    quad = order_corners(approx)
-    pts = contour.reshape(-1, 2).astype(np.float64)
-    lines: list[tuple[np.ndarray, np.ndarray]] = []
-    for i in range(4):
-        a, b = quad[i].astype(np.float64), quad[(i + 1) % 4].astype(np.float64)
-        seg = b - a
-        length = float(np.linalg.norm(seg))
-        if length < 1:
-            return None
-        d = seg / length
-        n = np.array([-d[1], d[0]])
-        t = (pts - a) @ d
-        dist = np.abs((pts - a) @ n)
-        sel = (t > 0.1 * length) & (t < 0.9 * length) & (dist < max(3.0, 0.03 * length))
-        line = _line_from_points(pts[sel])
+        i = rng.integers(0, n, iters)
+        j = rng.integers(0, n, iters)
+        d = remaining[j] - remaining[i]
+        length = np.hypot(d[:, 0], d[:, 1])
+        ok = length > 10
+        if not ok.any():
+            break
+        i, d, length = i[ok], d[ok], length[ok]
+        normals = np.stack([-d[:, 1], d[:, 0]], axis=1) / length[:, None]
+        offsets = (normals * remaining[i]).sum(axis=1)
+        dist = np.abs(remaining @ normals.T - offsets[None, :])  # (n, iters)
+        counts = (dist < tol).sum(axis=0)
+        best = int(np.argmax(counts))
+        inl = dist[:, best] < tol
+        line = _line_from_points(remaining[inl])
         if line is None:
-            return quad
-        lines.append(line)
-    return _quad_from_lines(lines)
+            break
+        dvec, p0 = line
+        nrm = np.array([-dvec[1], dvec[0]])
+        res = np.abs((remaining - p0) @ nrm)
+        inl = res < tol
+        out.append((dvec, p0, int(inl.sum())))
+        remaining = remaining[res >= 2.5 * tol]
+    return out
+
+
+def _quad_from_contour(contour: np.ndarray) -> np.ndarray | None:
+    """A quadrilateral fitted to an outline: the two strongest near-horizontal and the two
+    strongest near-vertical straight runs, intersected."""
+    pts = contour.reshape(-1, 2).astype(np.float64)
+    rng = np.random.default_rng(0)  # deterministic: same photo, same corners
+    lines = _dominant_lines(pts, 6, 1.5, rng)
+    horiz = [ln for ln in lines if abs(ln[0][0]) >= abs(ln[0][1])]
+    vert = [ln for ln in lines if abs(ln[0][0]) < abs(ln[0][1])]
+    if len(horiz) < 2 or len(vert) < 2:
+        return None
+    horiz = sorted(horiz, key=lambda ln: -ln[2])[:2]
+    vert = sorted(vert, key=lambda ln: -ln[2])[:2]
+    c = pts.mean(axis=0)
+
+    def at(ln: tuple[np.ndarray, np.ndarray, int], axis: int) -> float:
+        # coordinate ``axis`` of the line where it passes the outline's centre
+        d, p0, _ = ln
+        other = 1 - axis
+        t = (c[other] - p0[other]) / d[other] if abs(d[other]) > 1e-9 else 0.0
+        return float(p0[axis] + t * d[axis])
+
+    top, bottom = sorted(horiz, key=lambda ln: at(ln, 1))
+    left, right = sorted(vert, key=lambda ln: at(ln, 0))
+    if abs(at(bottom, 1) - at(top, 1)) < 10 or abs(at(right, 0) - at(left, 0)) < 10:
+        return None
+    return _quad_from_lines([(ln[0], ln[1]) for ln in (top, right, bottom, left)])
 
 
 @dataclass(frozen=True)
@@ -280,10 +315,11 @@ class _Detection:
 def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
     h, w = trans.shape
     dark = ((trans < _FILM_T) & lit).astype(np.uint8)
-    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # opening breaks thin bridges (a second film, a finger) between dark regions
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
     dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
-    best: _Detection | None = None
+    found: list[_Detection] = []
     for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4] + 1:
         area = float(stats[i, cv2.CC_STAT_AREA])
         if area < _MIN_FILM_AREA * h * w:
@@ -295,8 +331,7 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
         if quad is None:
             continue
         quad_area = abs(float(cv2.contourArea(quad)))
-        filled_area = float(cv2.contourArea(contour))
-        fill = min(filled_area, area) / max(quad_area, 1.0)
+        fill = min(float(cv2.contourArea(contour)), area) / max(quad_area, 1.0)
         x, y, bw, bh = stats[i, :4]
         touches = bool(
             x <= _BORDER_PX
@@ -304,12 +339,15 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
             or x + bw >= w - _BORDER_PX
             or y + bh >= h - _BORDER_PX
         )
-        det = _Detection(quad, touches, fill, quad_area / (h * w))
-        if fill >= _MIN_FILL:
-            return det
-        if best is None:
-            best = det
-    return best
+        found.append(_Detection(quad, touches, fill, quad_area / (h * w)))
+    if not found:
+        return None
+    films = [d for d in found if d.fill >= _MIN_FILL]
+    if not films:
+        return found[0]
+    # a film wholly in view beats a larger one running out of the frame (a second film)
+    inside = [d for d in films if not _quad_cut_off(d.quad_work, (h, w))]
+    return inside[0] if inside else films[0]
 
 
 def _quad_cut_off(quad: np.ndarray, size: tuple[int, int]) -> bool:

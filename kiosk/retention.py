@@ -6,6 +6,7 @@ are what the supervisor's statistics need, so they are never deleted here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,10 +35,8 @@ def purge_images(store: Store, data_dir: Path, days: int, *, dry_run: bool = Fal
     count = size = 0
     for row in rows:
         path = data_dir / row["image_path"]
-        try:
+        with contextlib.suppress(FileNotFoundError):
             size += path.stat().st_size
-        except FileNotFoundError:
-            pass
         count += 1
         if dry_run:
             continue

@@ -42,8 +42,10 @@ SCHEMA_VERSION = 1
 _CLIPPED_LEVEL = 250  # 8-bit value treated as clipped
 _MAX_CLIPPED_FRACTION = 0.02  # of the lit area
 _MIN_LIT_LINEAR = 0.08  # 99th percentile linear luminance below this (sRGB ~80/255): too dark
-_FILM_RATIO = 0.82  # a pixel darker than 82% of the smooth panel model is "not lightbox"
-_MAX_DARK_FRACTION = 0.03  # of the lit area, before we call it "a film is present"
+_FILM_RATIO = 0.75  # a pixel darker than 75% of the smooth panel model is "not lightbox"
+_EDGE_LOG_STEP = 0.08  # |grad log L| per pixel at ~160 px: a film edge, not panel shading
+_MIN_EDGE_FRACTION = 0.005  # of the lit area
+_MAX_DARK_FRACTION = 0.04  # of the lit area, before we call it "a film is present"
 
 
 def srgb_to_linear(values: np.ndarray) -> np.ndarray:
@@ -115,8 +117,6 @@ def fit_smooth_surface(
         coef = np.linalg.solve(b.T @ b + ridge * len(b), b.T @ v[use])
         surface = (basis @ coef).astype(np.float32)
         use = mask.ravel() & (v >= keep_ratio * surface)
-        if upper_ratio is not None:
-            use &= v <= upper_ratio * surface
         if upper_ratio is not None:
             use &= v <= upper_ratio * surface
     return surface.reshape(h, w)
@@ -236,7 +236,7 @@ class RigReference:
         lum = acc / len(frames)
         clipped /= len(frames)
         quad, lit = find_lit_quad(lum, image_size)
-        lit_core = cv2.erode(lit.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        lit_core = cv2.erode(lit.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
         if lit_core.sum() < 0.05 * lum.size:
             lit_core = lit
         clipped_fraction = float(clipped[lit_core].mean())
@@ -260,7 +260,11 @@ class RigReference:
         surface = fit_smooth_surface(lum_s, core_s)
         dark = core_s & (lum_s < _FILM_RATIO * surface)
         dark_fraction = float(dark.sum()) / max(1, int(core_s.sum()))
-        if dark_fraction > _MAX_DARK_FRACTION:
+        # a film (or a hand) also has sharp edges; shading of an empty panel does not
+        log_l = np.log(np.maximum(lum_s, 1e-4)).astype(np.float32)
+        grad = np.hypot(cv2.Sobel(log_l, cv2.CV_32F, 1, 0), cv2.Sobel(log_l, cv2.CV_32F, 0, 1)) / 8
+        edge_fraction = float((grad[core_s] > _EDGE_LOG_STEP).mean()) if core_s.any() else 0.0
+        if dark_fraction > _MAX_DARK_FRACTION and edge_fraction > _MIN_EDGE_FRACTION:
             raise CameraError(
                 f"Something is on the lightbox ({dark_fraction:.0%} of it is darker than the "
                 "panel around it)",

@@ -52,7 +52,7 @@ def utcnow() -> str:
 
 @migration("0001_initial")
 def _m0001(db: sqlite_utils.Database) -> None:
-    db["results"].create(
+    db.table("results").create(
         {
             "id": str,
             "created_at": str,
@@ -77,9 +77,9 @@ def _m0001(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"created_at", "device_id", "status"},
     )
-    db["results"].create_index(["created_at"])
-    db["results"].create_index(["status"])
-    db["findings"].create(
+    db.table("results").create_index(["created_at"])
+    db.table("results").create_index(["status"])
+    db.table("findings").create(
         {
             "result_id": str,
             "code": str,
@@ -92,8 +92,8 @@ def _m0001(db: sqlite_utils.Database) -> None:
         pk=("result_id", "code"),
         foreign_keys=[("result_id", "results", "id")],
     )
-    db["findings"].create_index(["code", "positive"])
-    db["audit"].create(
+    db.table("findings").create_index(["code", "positive"])
+    db.table("audit").create(
         {
             "id": int,
             "at": str,
@@ -104,7 +104,7 @@ def _m0001(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["outbox"].create(
+    db.table("outbox").create(
         {
             "result_id": str,
             "enqueued_at": str,
@@ -117,8 +117,8 @@ def _m0001(db: sqlite_utils.Database) -> None:
         pk="result_id",
         foreign_keys=[("result_id", "results", "id")],
     )
-    db["outbox"].create_index(["state"])
-    db["diagnoses"].create(
+    db.table("outbox").create_index(["state"])
+    db.table("diagnoses").create(
         {
             "result_id": str,
             "code": str,
@@ -130,7 +130,7 @@ def _m0001(db: sqlite_utils.Database) -> None:
         pk=("result_id", "code"),
         foreign_keys=[("result_id", "results", "id")],
     )
-    db["calibrations"].create(
+    db.table("calibrations").create(
         {
             "id": str,
             "model_id": str,
@@ -144,8 +144,8 @@ def _m0001(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["calibrations"].create_index(["model_sha256", "active"])
-    db["users"].create(
+    db.table("calibrations").create_index(["model_sha256", "active"])
+    db.table("users").create(
         {
             "username": str,
             "role": str,
@@ -155,10 +155,10 @@ def _m0001(db: sqlite_utils.Database) -> None:
         },
         pk="username",
     )
-    db["api_tokens"].create(
+    db.table("api_tokens").create(
         {"token_hash": str, "name": str, "role": str, "created_at": str}, pk="token_hash"
     )
-    db["settings"].create({"key": str, "value": str}, pk="key")
+    db.table("settings").create({"key": str, "value": str}, pk="key")
     # Append-only: the audit log can be added to, never changed or emptied.
     db.execute(
         "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
@@ -269,9 +269,9 @@ class Store:
                 raise
 
     def applied_migrations(self) -> list[str]:
-        if not self.db["_migrations"].exists():
+        if not self.db.table("_migrations").exists():
             return []
-        return [r["name"] for r in self.db["_migrations"].rows]
+        return [r["name"] for r in self.db.table("_migrations").rows]
 
     def pending_migrations(self) -> list[str]:
         """Names of migrations not yet applied. Read-only."""
@@ -281,15 +281,15 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply pending migrations, each with its bookkeeping in one transaction."""
         with self._lock:
-            if not self.db["_migrations"].exists():
-                self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+            if not self.db.table("_migrations").exists():
+                self.db.table("_migrations").create({"name": str, "applied_at": str}, pk="name")
             applied = []
             for name, fn in MIGRATIONS:
                 if name in self.applied_migrations():
                     continue
                 with self.transaction() as db:
                     fn(db)
-                    db["_migrations"].insert({"name": name, "applied_at": utcnow()})
+                    db.table("_migrations").insert({"name": name, "applied_at": utcnow()})
                 applied.append(name)
                 logger.info("database migration %s applied", name)
             return applied
@@ -330,9 +330,9 @@ class Store:
             "patient_ref": record.patient_ref,
         }
         with self.transaction() as db:
-            db["results"].insert(row)
+            db.table("results").insert(row)
             if record.findings:
-                db["findings"].insert_all(
+                db.table("findings").insert_all(
                     {
                         "result_id": record.id,
                         "code": f.code,
@@ -344,7 +344,7 @@ class Store:
                     }
                     for f in record.findings
                 )
-            db["outbox"].insert(
+            db.table("outbox").insert(
                 {
                     "result_id": record.id,
                     "enqueued_at": utcnow(),
@@ -359,7 +359,7 @@ class Store:
         """One result with its findings and confirmed diagnoses, JSON fields decoded."""
         with self._lock:
             try:
-                row = self.db["results"].get(result_id)
+                row = self.db.table("results").get(result_id)
             except sqlite_utils.db.NotFoundError:
                 return None
             return self._decode(dict(row))
@@ -372,12 +372,12 @@ class Store:
         row["has_features"] = features is not None
         row["findings"] = [
             dict(f)
-            for f in self.db["findings"].rows_where("result_id = ?", [row["id"]], order_by="rowid")
+            for f in self.db.table("findings").rows_where("result_id = ?", [row["id"]], order_by="rowid")
         ]
         for f in row["findings"]:
             f["positive"] = bool(f["positive"])
         row["diagnoses"] = {
-            d["code"]: d for d in self.db["diagnoses"].rows_where("result_id = ?", [row["id"]])
+            d["code"]: d for d in self.db.table("diagnoses").rows_where("result_id = ?", [row["id"]])
         }
         return row
 
@@ -400,7 +400,8 @@ class Store:
         positive: bool | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """Newest first, filtered; returns (rows, total matching)."""
-        where, params = ["1=1"], []
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
         if since:
             where.append("r.created_at >= ?")
             params.append(since)
@@ -447,7 +448,7 @@ class Store:
         subject: str | None,
         details: dict[str, Any] | None,
     ) -> None:
-        db["audit"].insert(
+        db.table("audit").insert(
             {
                 "at": utcnow(),
                 "actor": actor,
@@ -486,7 +487,7 @@ class Store:
         with self.transaction() as db:
             if not list(db.query("select 1 from results where id = ?", [result_id])):
                 raise StoreError(f"no result with id {result_id}", "check the result id")
-            db["diagnoses"].upsert(
+            db.table("diagnoses").upsert(
                 {
                     "result_id": result_id,
                     "code": code,
@@ -514,7 +515,7 @@ class Store:
                     [model_sha256],
                 )
             ]
-            return [self._decode(dict(self.db["results"].get(i))) for i in ids]
+            return [self._decode(dict(self.db.table("results").get(i))) for i in ids]
 
     # -- outbox -----------------------------------------------------------------------------
 
@@ -590,7 +591,7 @@ class Store:
     ) -> None:
         """Store a calibration record (a dict with id, model_id, model_sha256, ...)."""
         with self.transaction() as db:
-            db["calibrations"].insert(
+            db.table("calibrations").insert(
                 {
                     "id": record["id"],
                     "model_id": record["model_id"],
@@ -639,8 +640,7 @@ class Store:
             history = [
                 r["subject"]
                 for r in self.db.query(
-                    "select subject from audit where action = 'calibration.activated' "
-                    "order by id"
+                    "select subject from audit where action = 'calibration.activated' order by id"
                 )
                 if r["subject"] in ids
             ]
@@ -708,4 +708,4 @@ class Store:
 
     def set_setting(self, key: str, value: str) -> None:
         with self.transaction() as db:
-            db["settings"].upsert({"key": key, "value": value}, pk="key")
+            db.table("settings").upsert({"key": key, "value": value}, pk="key")

@@ -28,6 +28,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
     monkeypatch.setenv("KIOSK_DATA_DIR", str(path))
+    if os.environ.get("LBK_DEV_MODEL"):  # TEMP: remove before commit
+        monkeypatch.setenv("KIOSK_MODEL", os.environ["LBK_DEV_MODEL"])
     yield path
 
 

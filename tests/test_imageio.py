@@ -71,9 +71,9 @@ def test_truncated_jpeg_is_refused() -> None:
 def test_huge_image_is_refused_before_decoding() -> None:
     data = _huge_png_header(30000, 30000)
     assert len(data) < 1000  # the claim, not the pixels
-    with pytest.raises(ImageError, match="pixel|huge"):
+    with pytest.raises(ImageError, match=r"pixel|huge"):
         decode_image(data)
-    assert 30000 * 30000 > MAX_PIXELS
+    assert MAX_PIXELS < 30000 * 30000
 
 
 def test_not_an_image_and_wrong_extension(tmp_path: Path) -> None:

@@ -137,8 +137,10 @@ def test_prepare_policies(bundled_manifest: Path) -> None:
     img = np.zeros((100, 200), dtype=np.uint8)
     img[:, :100] = 255
     for policy in ("stretch", "letterbox", "crop"):
-        t = prepare(img, replace(spec, resize=policy))  # type: ignore[arg-type]
+        t = prepare(img, replace(spec, resize=policy))
         assert t.shape == (1, spec.height, spec.width, spec.channels)
     stretched = prepare(img, replace(spec, resize="stretch"))
     # Stretch keeps the left half bright across the whole height.
-    assert stretched[0, :, : spec.width // 2 - 2].min() > stretched[0, :, spec.width // 2 + 2 :].max()
+    assert (
+        stretched[0, :, : spec.width // 2 - 2].min() > stretched[0, :, spec.width // 2 + 2 :].max()
+    )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from kiosk.cli import CliContext
 from kiosk.errors import StoreError
 
 COMMANDS: list[click.Command] = []
 
 
-def _human_line(data: dict) -> str:
+def _human_line(data: dict[str, Any]) -> str:
     name = Path(data["source"]).name
     if data["status"] != "ok":
         return f"{data['status'].upper():8} {name}: {data['reason']}"
@@ -37,7 +39,9 @@ def _human_line(data: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (JSON Lines).")
 @click.option("--no-store", is_flag=True, help="Do not write results to the database.")
 @click.pass_obj
-def analyze(obj, paths: tuple[Path, ...], input_kind: str, as_json: bool, no_store: bool) -> None:
+def analyze(
+    obj: CliContext, paths: tuple[Path, ...], input_kind: str, as_json: bool, no_store: bool
+) -> None:
     """Analyse image files or folders of them, in order; a bad file never stops the batch."""
     from kiosk.appliance import Appliance, load_classifier
     from kiosk.imageio import list_inputs
@@ -74,7 +78,7 @@ def analyze(obj, paths: tuple[Path, ...], input_kind: str, as_json: bool, no_sto
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
-def rectify(obj, photo: Path, out: Path | None, as_json: bool) -> None:
+def rectify(obj: CliContext, photo: Path, out: Path | None, as_json: bool) -> None:
     """Find the film in one lightbox photo; report its corners and quality."""
     from kiosk import rectify as rectify_stage
     from kiosk.imageio import atomic_write_bytes, encode_png, read_image
@@ -86,7 +90,7 @@ def rectify(obj, photo: Path, out: Path | None, as_json: bool) -> None:
     result = rectify_stage.rectify(image, rig, method=config.rectify.method)
     if out is not None and result.film is not None:
         atomic_write_bytes(out, encode_png(result.film))
-    data = {
+    data: dict[str, Any] = {
         "source": str(photo),
         "status": result.status,
         "reason": result.quality.reason,

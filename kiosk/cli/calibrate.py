@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from kiosk.cli import CliContext
 from kiosk.errors import CalibrationError
+from kiosk.model.manifest import Manifest
+from kiosk.store import Store
 
 COMMANDS: list[click.Command] = []
 
@@ -63,7 +66,11 @@ def calibrate(
     try:
         manifest = appliance.classifier.manifest
         rows = read_labels_csv(labels_csv, manifest.finding_codes)
-        cases = collect_from_photos(appliance.pipeline, rows, input_kind=input_kind)  # type: ignore[arg-type]
+        cases = collect_from_photos(
+            appliance.pipeline,
+            rows,
+            input_kind=input_kind,  # type: ignore[arg-type]
+        )
         record, diagram = fit_and_save(
             appliance.store,
             obj.config.data_dir,
@@ -92,7 +99,8 @@ def calibrate(
     if as_json:
         click.echo(json.dumps(summary, default=str))
         return
-    click.echo(f"calibration {record.id} for {record.model_id} ({'active' if activate else 'stored, not active'})")
+    state = "active" if activate else "stored, not active"
+    click.echo(f"calibration {record.id} for {record.model_id} ({state})")
     click.echo(f"photos used: {summary['used']}, skipped: {len(cases.skipped)}")
     for source, reason in cases.skipped[:10]:
         click.echo(f"  skipped {source}: {reason}")
@@ -103,7 +111,9 @@ def calibrate(
         click.echo(f"  {'metric':12} {'before':>10} {'after':>10}   (held-out folds)")
         m = record.metrics[code]
         for key in METRIC_KEYS:
-            click.echo(f"  {key:12} {_fmt(m['before'].get(key)):>10} {_fmt(m['after'].get(key)):>10}")
+            click.echo(
+                f"  {key:12} {_fmt(m['before'].get(key)):>10} {_fmt(m['after'].get(key)):>10}"
+            )
     click.echo(f"\nreliability diagram: {diagram}")
     if not activate:
         click.echo(f"activate with: kiosk calibration activate {record.id}")
@@ -114,7 +124,7 @@ def calibration() -> None:
     """List, show, activate and roll back calibration records."""
 
 
-def _store_and_manifest(obj):  # type: ignore[no-untyped-def]
+def _store_and_manifest(obj: CliContext) -> tuple[Store, Manifest]:
     from kiosk.appliance import load_manifest
     from kiosk.store import Store
 
@@ -124,7 +134,7 @@ def _store_and_manifest(obj):  # type: ignore[no-untyped-def]
 @calibration.command("list")
 @click.option("--all-models", is_flag=True, help="Include records of other model files.")
 @click.pass_obj
-def list_cmd(obj, all_models: bool) -> None:
+def list_cmd(obj: CliContext, all_models: bool) -> None:
     """Calibration records of the current model, newest first."""
     store, manifest = _store_and_manifest(obj)
     try:
@@ -141,7 +151,7 @@ def list_cmd(obj, all_models: bool) -> None:
 @calibration.command()
 @click.argument("calibration_id")
 @click.pass_obj
-def show(obj, calibration_id: str) -> None:
+def show(obj: CliContext, calibration_id: str) -> None:
     """Print one record as JSON."""
     store, _ = _store_and_manifest(obj)
     try:
@@ -157,13 +167,15 @@ def show(obj, calibration_id: str) -> None:
 @click.argument("calibration_id")
 @click.option("--by", "actor", default="cli")
 @click.pass_obj
-def activate(obj, calibration_id: str, actor: str) -> None:
+def activate(obj: CliContext, calibration_id: str, actor: str) -> None:
     """Make a record the active one (it must belong to the current model file)."""
     store, manifest = _store_and_manifest(obj)
     try:
         record = store.get_calibration(calibration_id)
         if record is None:
-            raise CalibrationError(f"no calibration {calibration_id}", "see `kiosk calibration list`")
+            raise CalibrationError(
+                f"no calibration {calibration_id}", "see `kiosk calibration list`"
+            )
         if record["model_sha256"] != manifest.sha256:
             raise CalibrationError(
                 f"calibration {calibration_id} belongs to model {record['model_id']} "
@@ -180,7 +192,7 @@ def activate(obj, calibration_id: str, actor: str) -> None:
 @calibration.command()
 @click.option("--by", "actor", default="cli")
 @click.pass_obj
-def rollback(obj, actor: str) -> None:
+def rollback(obj: CliContext, actor: str) -> None:
     """Go back to the calibration that was active before the current one (or none)."""
     store, manifest = _store_and_manifest(obj)
     try:
@@ -193,7 +205,7 @@ def rollback(obj, actor: str) -> None:
 @calibration.command()
 @click.option("--by", "actor", default="cli")
 @click.pass_obj
-def off(obj, actor: str) -> None:
+def off(obj: CliContext, actor: str) -> None:
     """Use no calibration for the current model (raw model probabilities)."""
     store, manifest = _store_and_manifest(obj)
     try:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 import numpy as np
+
+from kiosk.cli import CliContext
 
 COMMANDS: list[click.Command] = []
 
@@ -18,14 +21,14 @@ def model() -> None:
 @model.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def info(obj, as_json: bool) -> None:
+def info(obj: CliContext, as_json: bool) -> None:
     """Show the active model's manifest, tensors and load time."""
     from kiosk.appliance import load_classifier
 
     classifier = load_classifier(obj.config)
     m = classifier.manifest
     rt = classifier.model
-    data = {
+    data: dict[str, Any] = {
         "id": m.id,
         "version": m.version,
         "manifest": str(m.path),
@@ -69,7 +72,7 @@ def info(obj, as_json: bool) -> None:
 
 @model.command()
 @click.pass_obj
-def verify(obj) -> None:
+def verify(obj: CliContext) -> None:
     """Check the model file against its manifest and run one inference."""
     from kiosk.appliance import load_classifier
 

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from kiosk.cli import CliContext
 from kiosk.errors import KioskError
 
 COMMANDS: list[click.Command] = []
@@ -15,7 +16,7 @@ COMMANDS: list[click.Command] = []
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.option("--no-camera", is_flag=True, help="Skip opening the camera (it may be in use).")
 @click.pass_obj
-def doctor(obj, as_json: bool, no_camera: bool) -> None:
+def doctor(obj: CliContext, as_json: bool, no_camera: bool) -> None:
     """Check config, data directory, disk, database, model and camera; say how to fix problems."""
     from kiosk.doctor import run_checks
 
@@ -40,7 +41,7 @@ def doctor(obj, as_json: bool, no_camera: bool) -> None:
 @click.option("--engines", is_flag=True, help="Also compare inference engines (train extra).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def bench(obj, runs: int, soak: int, engines: bool, as_json: bool) -> None:
+def bench(obj: CliContext, runs: int, soak: int, engines: bool, as_json: bool) -> None:
     """Per-stage latency medians, model load time and memory on this machine."""
     from kiosk.bench import format_report, run_bench
 
@@ -68,7 +69,7 @@ def retention() -> None:
 @click.option("--days", type=int, default=None, help="Override retention.image_days.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.pass_obj
-def retention_run(obj, days: int | None, dry_run: bool) -> None:
+def retention_run(obj: CliContext, days: int | None, dry_run: bool) -> None:
     """Delete film images older than the configured number of days."""
     from kiosk.retention import purge_images
     from kiosk.store import Store

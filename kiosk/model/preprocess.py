@@ -35,7 +35,7 @@ def resize_to(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         scaled = cv2.resize(image, (nw, nh), interpolation=interp)
         if spec.resize == "letterbox":
-            out = np.zeros((th, tw) + scaled.shape[2:], dtype=scaled.dtype)
+            out = np.zeros((th, tw, *scaled.shape[2:]), dtype=scaled.dtype)
             y, x = (th - nh) // 2, (tw - nw) // 2
             out[y : y + nh, x : x + nw] = scaled
         else:

@@ -35,7 +35,7 @@ def interpreter_class() -> tuple[Callable[..., Any], str]:
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        from tflite_runtime.interpreter import Interpreter
 
         return Interpreter, "tflite-runtime"
     except ImportError:
@@ -188,7 +188,7 @@ class TFLiteModel:
         return cls(Manifest.load(path), threads=threads)
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one float input tensor (already normalised, NHWC) and return float outputs by role."""
+        """Run one normalised float NHWC input tensor; return float outputs by role."""
         if tuple(tensor.shape) != self.input.shape:
             raise ModelError(
                 f"input tensor shape {tuple(tensor.shape)} is not the model's {self.input.shape}"

@@ -58,7 +58,7 @@ def device_uuid(device_id: str, model: ModelPayload, calibration_id: str | None)
 
 
 def _ratio(value: float) -> dict[str, Any]:
-    return {"value": round(float(value), 6), "unit": "1", "system": UCUM, "code": "1"}
+    return {"value": float(value), "unit": "1", "system": UCUM, "code": "1"}
 
 
 def device_resource(

@@ -40,11 +40,9 @@ FINDINGS = (
     ("effusion", "Pleural effusion", 0.5),
     ("cardiomegaly", "Cardiomegaly", 0.55),
 )
-MODEL = {
-    "model_id": "cxr-pneumonia-effl0",
-    "model_version": "1.2.0",
-    "model_sha256": "9f2c" + "0" * 56 + "beef",
-}
+MODEL_ID = "cxr-pneumonia-effl0"
+MODEL_VERSION = "1.2.0"
+MODEL_SHA256 = "9f2c" + "0" * 56 + "beef"
 
 
 def synthetic_record(
@@ -68,7 +66,9 @@ def synthetic_record(
             "infer": round(rng.uniform(200, 400), 1),
         },
         patient_ref=f"MRN-{rng.randrange(10**7):07d}",
-        **MODEL,
+        model_id=MODEL_ID,
+        model_version=MODEL_VERSION,
+        model_sha256=MODEL_SHA256,
     )
     if created_at is not None:
         record.created_at = created_at

@@ -17,11 +17,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flask import Flask, current_app
+from typing import TYPE_CHECKING
 
-from kiosk.appliance import Appliance
-from kiosk.service import KioskService
-from kiosk.web import auth, logbuffer, render, security
+from kiosk.web import auth, logbuffer
+
+if TYPE_CHECKING:  # the CLI imports kiosk.web.auth without loading Flask, the model or cv2
+    from flask import Flask
+
+    from kiosk.appliance import Appliance
+    from kiosk.service import KioskService
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class WebContext:
 
 def context() -> WebContext:
     """The current app's :class:`WebContext`."""
+    from flask import current_app
+
     ctx: WebContext = current_app.extensions["kiosk"]
     return ctx
 
@@ -50,7 +56,9 @@ def create_app(
     appliance: Appliance, service: KioskService | None = None, *, testing: bool = False
 ) -> Flask:
     """The kiosk's Flask app. ``testing`` only turns on Flask's testing mode (errors propagate)."""
-    from kiosk.web import account, api, health, live, results, supervisor, tech
+    from flask import Flask
+
+    from kiosk.web import account, api, health, live, render, results, security, supervisor, tech
 
     app = Flask(__name__)
     app.testing = testing

@@ -1,0 +1,429 @@
+"""Supervisor pages: confirmed diagnoses (form and CSV import), calibration, sync and exports.
+
+Confirmed diagnoses feed the site calibration loop: when enough arrived since the active
+calibration (``should_propose_refit``) the calibration page offers to fit a new one on
+``store.labelled_cases``; the new record is stored inactive and shown with its before/after
+metrics, and only an explicit "Activate" makes the pipeline use it. "Use no calibration" and
+activating an older record are the roll-backs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+
+from kiosk.calibration import (
+    CalibrationRecord,
+    calibration_drift,
+    fit_calibration,
+    should_propose_refit,
+    sigmoid,
+)
+from kiosk.errors import KioskError
+from kiosk.web import context, render
+from kiosk.web.security import SVG_IMAGE_POLICY, principal, require
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("supervisor", __name__, url_prefix="/supervisor")
+
+DIAGNOSES_PAGE_SIZE = 20
+DRIFT_MIN_CASES = 30
+DIAGRAM_MIN_CASES = 10
+MAX_CSV_ERRORS_SHOWN = 10
+
+
+def _actor() -> str:
+    who = principal()
+    return who.name if who is not None else "?"
+
+
+def _codes() -> list[str]:
+    return [f.code for f in context().appliance.pipeline.manifest.findings]
+
+
+@bp.get("/")
+@require("supervisor")
+def index() -> ResponseReturnValue:
+    return redirect("/supervisor/diagnoses")
+
+
+# -- confirmed diagnoses ----------------------------------------------------------------------
+
+
+@bp.get("/diagnoses")
+@require("supervisor")
+def diagnoses() -> str:
+    store = context().appliance.store
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    rows, total = store.list_results(
+        status="ok", limit=DIAGNOSES_PAGE_SIZE, offset=(page - 1) * DIAGNOSES_PAGE_SIZE
+    )
+    return render_template(
+        "sup_diagnoses.html",
+        page="supervisor",
+        rows=[(r, render.findings_view(r)) for r in rows],
+        total=total,
+        page_no=page,
+        pages=max(1, -(-total // DIAGNOSES_PAGE_SIZE)),
+        codes=_codes(),
+    )
+
+
+@bp.post("/diagnoses/<result_id>")
+@require("supervisor")
+def confirm(result_id: str) -> ResponseReturnValue:
+    store = context().appliance.store
+    if store.get_result(result_id) is None:
+        abort(404)
+    saved = 0
+    for code in _codes():
+        value = request.form.get(f"label_{code}", "")
+        if value in ("0", "1"):
+            store.confirm_diagnosis(result_id, code, int(value), by=_actor(), source="page")
+            saved += 1
+    if saved:
+        flash(f"Diagnosis saved for result #{result_id[:8]}.", "ok")
+    else:
+        flash("Nothing saved: choose Present or Absent for at least one finding.", "error")
+    return redirect(f"/results/{result_id}")
+
+
+def import_csv(text: str, actor: str) -> tuple[int, list[str]]:
+    """Apply ``result_id,<code>...`` rows (0/1, blank = skip); returns (labels saved, errors)."""
+    store = context().appliance.store
+    codes = set(_codes())
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header or header[0] != "result_id":
+        return 0, ["the first column must be named result_id (header: result_id,<finding>...)"]
+    unknown = [h for h in header[1:] if h not in codes]
+    if unknown:
+        return 0, [f"unknown finding column(s): {', '.join(unknown)}; known: {', '.join(sorted(codes))}"]
+    saved, errors = 0, []
+    for line_no, row in enumerate(reader, start=2):
+        result_id = (row.get("result_id") or "").strip()
+        if store.get_result(result_id) is None:
+            errors.append(f"line {line_no}: no result with id {result_id!r}")
+            continue
+        for code in header[1:]:
+            value = (row.get(code) or "").strip()
+            if value == "":
+                continue
+            if value not in ("0", "1"):
+                errors.append(f"line {line_no}: {code} must be 0 or 1, not {value!r}")
+                continue
+            store.confirm_diagnosis(result_id, code, int(value), by=actor, source="csv")
+            saved += 1
+    return saved, errors
+
+
+@bp.post("/diagnoses/import")
+@require("supervisor")
+def diagnoses_import() -> ResponseReturnValue:
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        flash("Choose a CSV file first.", "error")
+        return redirect("/supervisor/diagnoses")
+    try:
+        text = upload.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        flash("The file is not UTF-8 text: save it as CSV (UTF-8) and try again.", "error")
+        return redirect("/supervisor/diagnoses")
+    saved, errors = import_csv(text, _actor())
+    flash(f"{saved} confirmed label(s) imported.", "ok" if not errors else "error")
+    for message in errors[:MAX_CSV_ERRORS_SHOWN]:
+        flash(message, "error")
+    if len(errors) > MAX_CSV_ERRORS_SHOWN:
+        flash(f"… and {len(errors) - MAX_CSV_ERRORS_SHOWN} more problems.", "error")
+    return redirect("/supervisor/diagnoses")
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def _labelled_matrix(
+    cases: list[dict[str, Any]], codes: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """(logits (n, C), labels (n, C) with NaN = not confirmed, cases used)."""
+    used = [c for c in cases if c.get("logits") and len(c["logits"]) == len(codes)]
+    logits = np.array([c["logits"] for c in used], dtype=np.float64).reshape(-1, len(codes))
+    labels = np.full(logits.shape, np.nan)
+    for i, case in enumerate(used):
+        for j, code in enumerate(codes):
+            diagnosis = case["diagnoses"].get(code)
+            if diagnosis is not None:
+                labels[i, j] = float(diagnosis["label"])
+    return logits, labels, used
+
+
+def _since_active(cases: list[dict[str, Any]], active: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if active is None:
+        return cases
+    since = str(active.get("created_at") or "")
+    return [c for c in cases if str(c["created_at"]) > since]
+
+
+def refit_proposal(cases: list[dict[str, Any]], active: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether to offer a refit, with the reason in words (per finding)."""
+    codes = _codes()
+    recent = _since_active(cases, active)
+    _, labels, _ = _labelled_matrix(recent, codes)
+    messages, ready = [], False
+    for j, code in enumerate(codes):
+        column = labels[:, j] if labels.size else np.array([])
+        column = column[~np.isnan(column)]
+        positives = int(column.sum())
+        propose, why = should_propose_refit(int(column.size), positives, int(column.size) - positives)
+        ready = ready or propose
+        messages.append(f"{code}: {why}")
+    return ready, " ".join(messages)
+
+
+def drift_reports(cases: list[dict[str, Any]], active: dict[str, Any] | None) -> list[str]:
+    """One sentence per finding on calibration drift / score shift, or why it cannot be checked."""
+    if active is None:
+        return ["No calibration is active, so there is nothing to check for drift."]
+    codes = _codes()
+    recent = [c for c in _since_active(cases, active) if c.get("calibration_id") == active["id"]]
+    baseline = [c for c in cases if c not in _since_active(cases, active)]
+    out = []
+    for j, code in enumerate(codes):
+        probs, labels, raw = [], [], []
+        for case in recent:
+            diagnosis = case["diagnoses"].get(code)
+            finding = next((f for f in case["findings"] if f["code"] == code), None)
+            if diagnosis is None or finding is None or not case.get("logits"):
+                continue
+            probs.append(float(finding["probability"]))
+            labels.append(int(diagnosis["label"]))
+            raw.append(float(case["logits"][j]))
+        base = [float(c["logits"][j]) for c in baseline if c.get("logits")]
+        if len(probs) < DRIFT_MIN_CASES or len(base) < DRIFT_MIN_CASES:
+            out.append(
+                f"{code}: not enough confirmed cases to check drift yet "
+                f"({len(probs)} recent, {len(base)} baseline; {DRIFT_MIN_CASES} of each needed)."
+            )
+            continue
+        report = calibration_drift(probs, labels, raw, base)
+        flag = "DRIFT: " if report.flagged else ""
+        out.append(f"{code}: {flag}{' '.join(report.reasons)}")
+    return out
+
+
+@bp.get("/calibration")
+@require("supervisor")
+def calibration() -> str:
+    appliance = context().appliance
+    sha = appliance.pipeline.manifest.sha256
+    records = []
+    for row in appliance.store.list_calibrations(sha):
+        record = appliance.store.get_calibration(row["id"])
+        records.append((row, record))
+    cases = appliance.store.labelled_cases(sha)
+    active = appliance.store.active_calibration(sha)
+    propose, why = refit_proposal(cases, active)
+    return render_template(
+        "sup_calibration.html",
+        page="supervisor",
+        records=records,
+        active=active,
+        n_cases=len(cases),
+        propose=propose,
+        why=why,
+        drift=drift_reports(cases, active),
+        diagram_min=DIAGRAM_MIN_CASES,
+    )
+
+
+@bp.get("/calibration/<calibration_id>/diagram.svg")
+@require("supervisor")
+def diagram(calibration_id: str) -> Response:
+    from kiosk.reliability import reliability_svg
+
+    appliance = context().appliance
+    data = appliance.store.get_calibration(calibration_id)
+    if data is None:
+        abort(404)
+    record = CalibrationRecord.from_dict(data)
+    cases = appliance.store.labelled_cases(record.model_sha256)
+    logits, labels, used = _labelled_matrix(cases, record.codes)
+    if len(used) < DIAGRAM_MIN_CASES:
+        abort(404)
+    features = None
+    if record.needs_features:
+        rows = [appliance.store.result_features(c["id"]) for c in used]
+        if any(r is None for r in rows):
+            abort(404)
+        features = np.stack([r for r in rows if r is not None])
+    calibrated = record.apply(logits, features, model_sha256=record.model_sha256)
+    raw = sigmoid(logits)
+    curves = []
+    for j, code in enumerate(record.codes):
+        mask = ~np.isnan(labels[:, j])
+        if mask.sum() >= DIAGRAM_MIN_CASES:
+            y = labels[mask, j].astype(int)
+            curves.append((f"{code} raw", raw[mask, j], y))
+            curves.append((f"{code} calibrated", calibrated[mask, j], y))
+    if not curves:
+        abort(404)
+    svg = reliability_svg(curves, title=f"Calibration {record.id} on {len(used)} confirmed cases")
+    response = Response(svg, mimetype="image/svg+xml")
+    response.headers["Content-Security-Policy"] = SVG_IMAGE_POLICY
+    return response
+
+
+def _reload_pipeline() -> None:
+    context().appliance.pipeline.reload_calibration()
+
+
+@bp.post("/calibration/<calibration_id>/activate")
+@require("supervisor")
+def activate(calibration_id: str) -> ResponseReturnValue:
+    appliance = context().appliance
+    record = appliance.store.get_calibration(calibration_id)
+    if record is None or record.get("model_sha256") != appliance.pipeline.manifest.sha256:
+        flash("That calibration does not belong to the model in use.", "error")
+        return redirect("/supervisor/calibration")
+    appliance.store.activate_calibration(calibration_id, actor=_actor())
+    _reload_pipeline()
+    flash(f"Calibration {calibration_id} is now active for new results.", "ok")
+    return redirect("/supervisor/calibration")
+
+
+@bp.post("/calibration/deactivate")
+@require("supervisor")
+def deactivate() -> ResponseReturnValue:
+    appliance = context().appliance
+    appliance.store.deactivate_calibrations(appliance.pipeline.manifest.sha256, actor=_actor())
+    _reload_pipeline()
+    flash("No calibration is active: new results show raw model probabilities.", "ok")
+    return redirect("/supervisor/calibration")
+
+
+@bp.post("/calibration/fit")
+@require("supervisor")
+def fit() -> ResponseReturnValue:
+    appliance = context().appliance
+    manifest = appliance.pipeline.manifest
+    codes = _codes()
+    cases = appliance.store.labelled_cases(manifest.sha256)
+    logits, labels, used = _labelled_matrix(cases, codes)
+    features = None
+    rows = [appliance.store.result_features(c["id"]) for c in used]
+    if rows and all(r is not None for r in rows):
+        features = np.stack([r for r in rows if r is not None])
+    try:
+        record = fit_calibration(
+            logits,
+            labels,
+            codes,
+            features=features,
+            model_id=manifest.id,
+            model_sha256=manifest.sha256,
+            created_by=_actor(),
+            known_codes=codes,
+            notes=f"fitted on the supervisor page from {len(used)} confirmed cases",
+        )
+    except KioskError as exc:
+        flash(f"No new calibration: {exc}", "error")
+        return redirect("/supervisor/calibration")
+    appliance.store.save_calibration(record.to_dict(), activate=False, actor=_actor())
+    flash(
+        f"New calibration {record.id} fitted on {len(used)} cases. Compare before/after below "
+        "and activate it if it is better.",
+        "ok",
+    )
+    return redirect("/supervisor/calibration")
+
+
+# -- sync and exports -------------------------------------------------------------------------
+
+_push_lock = threading.Lock()
+
+
+def _push_in_background() -> None:
+    from kiosk.sync.client import push
+
+    ctx = context()
+    store, config, extra = ctx.appliance.store, ctx.appliance.config, ctx.extra
+
+    def run() -> None:
+        try:
+            report = push(store, config)
+            extra["last_push"] = report.to_dict()
+        except KioskError as exc:
+            extra["last_push"] = {"error": str(exc)}
+        except Exception as exc:  # a failed push must not take the page down
+            logger.exception("push failed")
+            extra["last_push"] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            _push_lock.release()
+
+    threading.Thread(target=run, name="kiosk-push-now", daemon=True).start()
+
+
+@bp.get("/sync")
+@require("supervisor")
+def sync() -> str:
+    ctx = context()
+    return render_template(
+        "sup_sync.html",
+        page="supervisor",
+        counts=ctx.appliance.store.outbox_counts(),
+        hub=ctx.appliance.config.sync.url,
+        last_push=ctx.extra.get("last_push"),
+        pushing=_push_lock.locked(),
+        exports=_export_formats(),
+    )
+
+
+@bp.post("/sync/push")
+@require("supervisor")
+def push_now() -> ResponseReturnValue:
+    config = context().appliance.config
+    if not config.sync.url or not config.sync.token:
+        flash("No hub is configured (sync.url and sync.token): results stay on this kiosk.", "error")
+        return redirect("/supervisor/sync")
+    if not _push_lock.acquire(blocking=False):
+        flash("A push is already running.", "error")
+        return redirect("/supervisor/sync")
+    _push_in_background()
+    context().appliance.store.audit(_actor(), "sync.push_requested", None, None)
+    flash("Push started; reload this page in a moment to see the outcome.", "ok")
+    return redirect("/supervisor/sync")
+
+
+def _export_formats() -> list[str]:
+    try:
+        from kiosk.sync import export
+    except ImportError:
+        return []
+    return list(getattr(export, "FORMATS", []))
+
+
+@bp.get("/exports/<fmt>")
+@require("supervisor")
+def export_download(fmt: str) -> Response:
+    if fmt not in _export_formats():
+        abort(404)
+    from kiosk.sync import export
+
+    appliance = context().appliance
+    data, mimetype, filename = export.export_bytes(appliance.store, appliance.config, fmt)
+    appliance.store.audit(_actor(), "export.downloaded", None, {"format": fmt})
+    return Response(
+        data,
+        mimetype=mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
