@@ -23,6 +23,7 @@ top of the film; nothing is rotated by content.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -40,10 +41,13 @@ logger = logging.getLogger(__name__)
 WORK_LONG_SIDE_PX = 640  # detection resolution
 FIT_LONG_SIDE_PX = 160  # resolution of the smooth lightbox model
 OUTPUT_LONG_SIDE_PX = 1024  # cap on the rectified film's long side
+LIGHTBOX_FIT_DEGREE = 4  # smooth model of the box without a reference (spans the film hole)
 _FILM_T = 0.83  # transmittance below which a lit pixel is "film" (clear film is <= ~0.75)
+_LIT_IN_REFERENCE = 0.3  # flat-field level (99th pct = 1) above which the box is lit
 _MIN_FILM_AREA = 0.04  # of the frame
 _MIN_FILL = 0.80  # component area / fitted quad area: a film is a filled quadrilateral
 _BORDER_PX = 2  # at work resolution: touching the frame means cut off
+_MIN_SIDE_FRACTION = 0.3  # of a side's profiles showing a lightbox -> film edge
 _SHARP_MAX = 0.0045  # edge blur sigma / film diagonal above which the photo is "blurred"
 _GLARE_MAX = 0.02  # fraction of the film interior brighter than clear film
 _CLIPPED_MAX = 0.01  # fraction of the film interior at the sensor's ceiling
@@ -144,14 +148,11 @@ def _colourfulness(rgb: np.ndarray) -> float:
     )
 
 
-def _lit_mask(lum: np.ndarray, quad_work: np.ndarray | None) -> np.ndarray:
-    """The lit panel at work resolution: the reference's quad, or the convex hull of the
-    largest bright region (the panel is convex; the film inside it is a hole that fills)."""
+def _lit_mask(lum: np.ndarray) -> np.ndarray:
+    """The lit panel at work resolution without a reference: the convex hull of the largest
+    bright region (the panel is convex; the film inside it is a hole that fills)."""
     h, w = lum.shape
     mask = np.zeros((h, w), np.uint8)
-    if quad_work is not None:
-        cv2.fillConvexPoly(mask, np.round(quad_work).astype(np.int32), 1)
-        return mask.astype(bool)
     bright = (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
     if n <= 1:
@@ -164,6 +165,19 @@ def _lit_mask(lum: np.ndarray, quad_work: np.ndarray | None) -> np.ndarray:
     return mask.astype(bool)
 
 
+def _dominant_level(values: np.ndarray) -> float:
+    """The most common value among bright pixels: the lightbox, not the (narrower) clear film
+    margins nor a glare band, which spread over many levels."""
+    if values.size == 0:
+        return 1.0
+    hist, edges = np.histogram(np.log(np.maximum(values, 1e-6)), bins=60)
+    hist = np.convolve(hist, np.ones(3), mode="same")
+    peak = int(np.argmax(hist))
+    centre = float(np.exp((edges[peak] + edges[peak + 1]) / 2))
+    near = values[(values > centre * 0.93) & (values < centre * 1.07)]
+    return float(np.median(near)) if near.size else centre
+
+
 def _lightbox_model(
     lum: np.ndarray, lit: np.ndarray, reference: RigReference | None
 ) -> tuple[np.ndarray, str]:
@@ -171,23 +185,23 @@ def _lightbox_model(
     h, w = lum.shape
     if reference is not None:
         flat = reference.flat_field_at((h, w))
-        ratio = lum / np.maximum(flat, 1e-4)
-        sel = lit & (flat > 0.2)
-        vals = ratio[sel] if sel.any() else ratio.ravel()
-        # the lightbox is the brightest large population of ratios (glare is small)
-        top = float(np.percentile(vals, 97))
-        gain = float(np.median(vals[vals > 0.85 * top])) if (vals > 0.85 * top).any() else top
+        ratio = (lum / np.maximum(flat, 1e-4))[lit & (flat > 0.2)]
+        if ratio.size == 0:
+            ratio = (lum / np.maximum(flat, 1e-4)).ravel()
+        gain = _dominant_level(ratio[ratio > 0.5 * float(np.percentile(ratio, 99.5))])
         return (flat * gain).astype(np.float32), "reference"
     fs = max(h, w) / FIT_LONG_SIDE_PX
     small = (max(8, round(w / fs)), max(8, round(h / fs)))
     lum_s = cv2.resize(lum, small, interpolation=cv2.INTER_AREA)
     lit_s = cv2.resize(lit.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
-    p99 = float(np.percentile(lum_s[lit_s], 99)) if lit_s.any() else float(lum_s.max())
-    cand = lit_s & (lum_s > 0.45 * p99)
+    p97 = float(np.percentile(lum_s[lit_s], 97)) if lit_s.any() else float(lum_s.max())
+    # start from clearly-lightbox pixels (clear film is <= ~0.75 of the box), then let the
+    # robust fit take in the dimmer panel edges that agree with it
+    cand = lit_s & (lum_s > 0.8 * p97)
     surface = fit_smooth_surface(
-        lum_s, cand, degree=4, iterations=5, keep_ratio=0.9, upper_ratio=1.1
+        lum_s, cand, degree=LIGHTBOX_FIT_DEGREE, iterations=5, keep_ratio=0.9, upper_ratio=1.1
     )
-    surface = np.maximum(surface, 0.05 * p99)
+    surface = np.maximum(surface, 0.05 * p97)
     return cv2.resize(surface, (w, h), interpolation=cv2.INTER_LINEAR), "smooth"
 
 
@@ -319,35 +333,72 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
     dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    order = [int(i) + 1 for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4]]
+    big = [i for i in order if stats[i, cv2.CC_STAT_AREA] >= _MIN_FILM_AREA * h * w / 3]
     found: list[_Detection] = []
-    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4] + 1:
-        area = float(stats[i, cv2.CC_STAT_AREA])
-        if area < _MIN_FILM_AREA * h * w:
-            break
-        comp = (labels == i).astype(np.uint8)
-        contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        contour = max(contours, key=cv2.contourArea)
-        quad = _quad_from_contour(contour)
-        if quad is None:
+    for i in big:
+        if stats[i, cv2.CC_STAT_AREA] < _MIN_FILM_AREA * h * w:
             continue
-        quad_area = abs(float(cv2.contourArea(quad)))
-        fill = min(float(cv2.contourArea(contour)), area) / max(quad_area, 1.0)
-        x, y, bw, bh = stats[i, :4]
-        touches = bool(
-            x <= _BORDER_PX
-            or y <= _BORDER_PX
-            or x + bw >= w - _BORDER_PX
-            or y + bh >= h - _BORDER_PX
-        )
-        found.append(_Detection(quad, touches, fill, quad_area / (h * w)))
-    if not found:
-        return None
+        det = _component_quad(labels == i, (h, w))
+        if det is not None:
+            found.append(det)
     films = [d for d in found if d.fill >= _MIN_FILL]
-    if not films:
-        return found[0]
     # a film wholly in view beats a larger one running out of the frame (a second film)
     inside = [d for d in films if not _quad_cut_off(d.quad_work, (h, w))]
-    return inside[0] if inside else films[0]
+    if inside:
+        return inside[0]
+    # a glare band across the film splits it in two: try the union of two large pieces
+    for a_i, b_i in itertools.combinations(big[:3], 2):
+        det = _component_quad((labels == a_i) | (labels == b_i), (h, w))
+        if det is not None and det.fill >= 0.85 and not _quad_cut_off(det.quad_work, (h, w)):
+            return det
+    if films:
+        return films[0]
+    return found[0] if found else None
+
+
+def _component_quad(mask: np.ndarray, size: tuple[int, int]) -> _Detection | None:
+    h, w = size
+    comp = mask.astype(np.uint8)
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    contour = np.concatenate(contours) if len(contours) > 1 else contours[0]
+    quad = _quad_from_contour(contour)
+    if quad is None:
+        return None
+    quad_area = abs(float(cv2.contourArea(quad)))
+    area = float(comp.sum())
+    # area inside the quad that the component fills (holes from glare do not count against)
+    filled = np.zeros_like(comp)
+    for c in contours:
+        cv2.fillPoly(filled, [c], 1)
+    fill = float(filled.sum()) / max(quad_area, 1.0)
+    x, y, bw, bh = cv2.boundingRect(comp)
+    touches = bool(
+        x <= _BORDER_PX or y <= _BORDER_PX or x + bw >= w - _BORDER_PX or y + bh >= h - _BORDER_PX
+    )
+    return _Detection(
+        quad, touches, min(fill, area / max(quad_area, 1.0) + 0.2), quad_area / (h * w)
+    )
+
+
+def _clear_film_level(trans: np.ndarray, quad: np.ndarray) -> float:
+    """Transmittance of the clear film margin: the plateau just inside the quad's sides."""
+    centre = quad.mean(axis=0)
+    levels = []
+    for inset in (1.5, 2.5, 3.5):
+        pts = []
+        for i in range(4):
+            a, b = quad[i], quad[(i + 1) % 4]
+            t = np.linspace(0.15, 0.85, 40)[:, None]
+            edge = a + (b - a) * t
+            to_c = centre - edge
+            pts.append(edge + to_c / np.linalg.norm(to_c, axis=1, keepdims=True) * inset)
+        p = np.concatenate(pts).astype(np.float32)
+        vals = _sample(trans.astype(np.float32), p[:, :1], p[:, 1:])
+        levels.append(float(np.median(vals)))
+    return float(np.clip(max(levels), 0.4, 0.85))
 
 
 def _quad_cut_off(quad: np.ndarray, size: tuple[int, int]) -> bool:
@@ -383,10 +434,12 @@ def _refine(
     lightbox_work: np.ndarray,
     work_scale: float,
     clear_t: float,
-) -> tuple[np.ndarray, float, int]:
+) -> tuple[np.ndarray, float, int, float]:
     """Sub-pixel film edges along profiles across each side, at full resolution.
 
-    Returns (corners, median edge blur sigma in px, number of edge points used).
+    Returns (corners, median edge blur sigma in px, number of edge points used, the smallest
+    fraction of a side's profiles that saw lightbox -> clear film: low when the film runs off
+    the lit panel or the frame there).
     """
     n_pts, half = 48, max(8.0, 3.0 / work_scale + 4.0)
     steps = np.arange(-half, half + 0.01, 0.5)  # outside (+) to inside (-)
@@ -394,6 +447,7 @@ def _refine(
     lines: list[tuple[np.ndarray, np.ndarray]] = []
     widths: list[float] = []
     used = 0
+    min_side_fraction = 1.0
     centre = quad.mean(axis=0)
     for i in range(4):
         a, b = quad[i].astype(np.float64), quad[(i + 1) % 4].astype(np.float64)
@@ -442,6 +496,7 @@ def _refine(
             if len(hi_idx) and len(lo_idx):
                 widths.append(float(lo_idx[0] - hi_idx[0]) * 0.5)
         used += len(edge_pts)
+        min_side_fraction = min(min_side_fraction, len(edge_pts) / n_pts)
         line = _line_from_points(np.array(edge_pts)) if len(edge_pts) >= 8 else None
         if line is None:
             line = (d, a)  # keep the coarse side
@@ -449,7 +504,7 @@ def _refine(
     corners = _quad_from_lines(lines)
     # 25-75% width of a Gaussian-blurred step is 1.35 sigma
     sigma = float(np.median(widths)) / 1.349 if widths else float("nan")
-    return corners, sigma, used
+    return corners, sigma, used, min_side_fraction
 
 
 # --------------------------------------------------------------------------- film
@@ -563,17 +618,18 @@ def rectify(
     work_scale_x = ww / W  # exact scale actually used
     small = cv2.resize(photo, (ww, wh), interpolation=cv2.INTER_AREA)
     lum = _linear_luminance(small)
-    quad_work = None
-    if reference is not None and reference.lightbox_quad is not None:
-        quad_work = (reference.lightbox_quad + 0.5) * work_scale_x - 0.5
-    lit = _lit_mask(lum, quad_work)
+    if reference is not None:
+        lit = reference.flat_field_at((wh, ww)) > _LIT_IN_REFERENCE
+    else:
+        lit = _lit_mask(lum)
     lightbox, model = _lightbox_model(lum, lit, reference)
     trans = lum / np.maximum(lightbox, 1e-5)
     det = _detect_film(trans, lit)
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
     lit_sub = lit[::3, ::3]
-    lb_sub = lightbox[::3, ::3]
-    lightbox_level = float(np.median(lb_sub[lit_sub] if lit_sub.any() else lb_sub))
+    box_px = lit_sub & (np.abs(trans[::3, ::3] - 1.0) < 0.1)
+    lum_sub = lum[::3, ::3]
+    lightbox_level = float(np.median(lum_sub[box_px])) if box_px.any() else float(lum_sub.max())
     clipped_lb = (
         float((small[::3, ::3][lit_sub].max(axis=-1) >= 250).mean()) if lit_sub.any() else 0.0
     )
@@ -591,11 +647,7 @@ def rectify(
         return RectifyResult("rejected", None, None, _quality(none_flags, metrics), timings)
     # coarse quad in full-resolution pixels
     coarse = ((det.quad_work + 0.5) / work_scale_x - 0.5).astype(np.float32)
-    film_mask_w = np.zeros((wh, ww), np.uint8)
-    cv2.fillConvexPoly(film_mask_w, np.round(det.quad_work).astype(np.int32), 1)
-    inner = cv2.erode(film_mask_w, np.ones((7, 7), np.uint8)).astype(bool)
-    t_inner = trans[inner] if inner.any() else trans[film_mask_w > 0]
-    clear_t = float(np.clip(np.percentile(t_inner, 99), 0.45, 0.8))
+    clear_t = _clear_film_level(trans, det.quad_work)
     metrics["film_area_fraction"] = det.area_fraction
     metrics["clear_film_transmittance"] = clear_t
     t1 = time.perf_counter()
@@ -604,11 +656,14 @@ def rectify(
         corners = coarse
         sigma, used = float("nan"), 0
     else:
-        corners, sigma, used = _refine(photo, coarse, lightbox, work_scale_x, clear_t)
+        corners, sigma, used, side_fraction = _refine(
+            photo, coarse, lightbox, work_scale_x, clear_t
+        )
+        metrics["edge_side_min_fraction"] = side_fraction
         if np.abs(corners - coarse).max() > 4.0 / work_scale_x + 4:
             logger.debug("Refinement moved a corner too far; keeping the coarse quad")
             corners = coarse
-        cut_off = bool(
+        cut_off = side_fraction < _MIN_SIDE_FRACTION or bool(
             (corners[:, 0] < 0).any()
             or (corners[:, 1] < 0).any()
             or (corners[:, 0] > W - 1).any()
@@ -652,9 +707,14 @@ def rectify(
     glare_fraction = float((t_c[core_t] > clear_t * 1.08).mean())
     clipped = float((film_c[core] >= 250).mean())
     # colour: from the work-resolution copy, inside the film, white-balanced on the lightbox
+    film_w = np.zeros((wh, ww), np.uint8)
+    quad_w = (corners + 0.5) * work_scale_x - 0.5
+    cv2.fillConvexPoly(film_w, np.round(quad_w).astype(np.int32), 1)
+    inner = cv2.erode(film_w, np.ones((9, 9), np.uint8)) > 0
     sub = (slice(None, None, 2), slice(None, None, 2))
     lin_small = _LUT[small[sub]]
-    around, within = (lit & ~inner)[sub], inner[sub]
+    around = (lit & (film_w == 0) & (np.abs(trans - 1.0) < 0.1))[sub]
+    within = inner[sub]
     lb_rgb = np.median(lin_small[around], axis=0) if around.any() else np.ones(3)
     wb = np.clip(lin_small[within] / np.maximum(lb_rgb, 1e-4) * lb_rgb.mean(), 0, 1)
     wb_srgb = (np.power(wb, 1 / 2.2) * 255).astype(np.uint8)

@@ -152,7 +152,9 @@ def evaluate_rectifier(
     for _ in range(n_cut):
         params = simulate.random_params(rng, difficulty=float(rng.uniform(0, 1)))
         side = float(rng.choice([-1.0, 1.0]))
-        params = replace(params, film_offset=(side * float(rng.uniform(0.3, 0.45)), 0.0))
+        params = replace(
+            params, film_offset=(side * float(rng.uniform(0.3, 0.45)), 0.0), second_film=False
+        )
         digital = simulate.phantom_chest(rng, (512, 512))
         res = rect.rectify(simulate.render(digital, params, rng, size).image, None, method=method)
         cut_rejected += int(res.status == "rejected" and "cut_off" in res.quality.flags)

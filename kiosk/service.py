@@ -17,6 +17,7 @@ command attaches a :class:`~kiosk.heartbeat.WatchdogPinger` to :attr:`KioskServi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 
 from kiosk.appliance import Appliance
 from kiosk.camera import Camera, Still, create_camera
-from kiosk.capture import AutoCapture, CaptureState, capture_film_still, calibrate_rig
+from kiosk.capture import AutoCapture, CaptureState, calibrate_rig, capture_film_still
 from kiosk.config import KioskConfig
 from kiosk.errors import CameraError, KioskError
 from kiosk.heartbeat import HeartbeatRegistry
@@ -45,7 +46,7 @@ QUEUE_SIZE = 4
 SUBSCRIBER_QUEUE_SIZE = 64
 CAMERA_MAX_SILENCE_S = 30.0
 WORKER_MAX_SILENCE_S = 120.0  # one analysis on a Pi 4 takes seconds; far below this
-WORKER_WAKE_S = 1.0
+WORKER_WAKE_S = 0.5
 PREVIEW_JPEG_QUALITY = 70
 # Inference latency histogram bucket upper bounds, seconds (Prometheus "le").
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -201,9 +202,10 @@ class KioskService:
         capture = self._capture
         if capture is not None:
             failures = capture.status().consecutive_failures
-            if failures > self._last_failures:
-                self._counters.camera_errors += failures - self._last_failures
-            self._last_failures = failures
+            with self._lock:
+                if failures > self._last_failures:
+                    self._counters.camera_errors += failures - self._last_failures
+                self._last_failures = failures
         self._publish_status()
 
     def _on_still(self, still: Still) -> None:
@@ -339,10 +341,8 @@ class KioskService:
         with self._lock:
             subscribers = list(self._subscribers)
         for q in subscribers:
-            try:
+            with contextlib.suppress(queue.Full):  # a stalled browser must not slow the kiosk
                 q.put_nowait(event)
-            except queue.Full:  # a stalled browser must not slow the appliance
-                pass
 
     def _publish_status(self) -> None:
         status = self.status()

@@ -170,6 +170,12 @@ def _m0001(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration("0002_audit_subject_index")
+def _m0002(db: sqlite_utils.Database) -> None:
+    # The sync client counts a result's revisions in the audit log by subject.
+    db.table("audit").create_index(["subject"])
+
+
 @dataclass(frozen=True)
 class FindingRecord:
     """One finding of a stored result."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import sqlite3
+import subprocess
 import sys
 import threading
 import urllib.error
@@ -70,7 +72,15 @@ def cli_module() -> ModuleType:
 
 
 def cli_command() -> list[str]:
-    """argv prefix that runs the sync commands in a subprocess."""
+    """argv prefix that runs the sync commands in a subprocess: the real `kiosk` entry point
+    once kiosk.cli registers them, else a stand-alone group of the same commands."""
+    try:
+        from kiosk.cli import cli
+
+        if {"sync", "hub", "export"} <= set(cli.commands):
+            return [sys.executable, "-m", "kiosk"]
+    except ImportError:
+        pass
     return [sys.executable, "-c", CLI_RUNNER_CODE]
 
 
@@ -345,3 +355,13 @@ def test_cli_push_and_status(tmp_path: Path, hub: HubThread) -> None:
     good = run_cli(config, ["sync", "push"])
     assert good.exit_code == 0, good.output
     assert json.loads(run_cli(config, ["sync", "status", "--json"]).output)["sent"] == 7
+
+
+def test_entry_point_exit_status_without_a_hub(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    env["KIOSK_DATA_DIR"] = str(tmp_path / "kiosk")
+    run = subprocess.run(
+        [*cli_command(), "sync", "push"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    assert "sync.url" in run.stderr and "KIOSK_SYNC_URL" in run.stderr

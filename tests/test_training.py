@@ -80,8 +80,11 @@ def _fake_samples(n_patients: int, seed: int = 0) -> list[Sample]:
     for p in range(n_patients):
         label = float(rng.random() < 0.7)
         for k in range(int(rng.integers(1, 5))):
-            out.append(Sample(Path(f"x/{p}_{k}.png"), f"person{p}_x_{k}.png", f"person{p}",
-                              (label,), (1.0,)))
+            out.append(
+                Sample(
+                    Path(f"x/{p}_{k}.png"), f"person{p}_x_{k}.png", f"person{p}", (label,), (1.0,)
+                )
+            )
     return out
 
 
@@ -163,7 +166,9 @@ def _label_csv(tmp_path: Path) -> Path:
         ("ignore", [(1, 0, 0), (0, 1, 0), (0, 0, 1)], [(1, 0, 1), (1, 1, 0), (0, 1, 1)]),
     ],
 )
-def test_label_csv_uncertain_policies(tmp_path: Path, policy: str, labels: list, masks: list) -> None:
+def test_label_csv_uncertain_policies(
+    tmp_path: Path, policy: str, labels: list, masks: list
+) -> None:
     samples, cols = read_label_csv(_label_csv(tmp_path), None, policy)  # type: ignore[arg-type]
     assert cols == ["Cardiomegaly", "Edema", "Pleural Effusion"]
     assert [s.labels for s in samples] == [tuple(float(v) for v in r) for r in labels]
@@ -241,17 +246,29 @@ def test_one_epoch_multilabel_train_and_int8_export(tmp_path: Path) -> None:
     csv_path = _tiny_dataset(tmp_path / "data")
     out = tmp_path / "models"
     cfg = TrainConfig(
-        out_dir=out, model_id="tiny-cxr", labels_csv=csv_path, uncertain="ignore",
-        image_size=64, epochs=1, batch_size=8, freeze_blocks=0, pretrained=False,
+        out_dir=out,
+        model_id="tiny-cxr",
+        labels_csv=csv_path,
+        uncertain="ignore",
+        image_size=64,
+        epochs=1,
+        batch_size=8,
+        freeze_blocks=0,
+        pretrained=False,
         split_fractions=(0.6, 0.2, 0.2),
     )
     res = train(cfg)
     assert res.finding_codes == ("cardiomegaly", "edema", "pleural_effusion")
     assert res.state_path.is_file() and res.record_path.is_file()
     rel = build_release(
-        res.state_path, res.split_path, csv_path.parent, out, "tiny-cxr",
+        res.state_path,
+        res.split_path,
+        csv_path.parent,
+        out,
+        "tiny-cxr",
         list(zip(res.finding_codes, res.finding_labels, strict=True)),
-        image_size=64, calibration_count=12,
+        image_size=64,
+        calibration_count=12,
     )
     assert rel.export.port.max_abs_logits < 1e-3
     man = Manifest.load(rel.export.int8_manifest)
@@ -269,3 +286,23 @@ def test_one_epoch_multilabel_train_and_int8_export(tmp_path: Path) -> None:
     assert det.threshold == pytest.approx(man.ood["threshold"], rel=1e-3)
     f32 = Manifest.load(rel.export.f32_manifest)
     assert f32.quantization == "float32" and f32.id == "tiny-cxr-f32"
+
+
+def test_cli_imports_no_heavy_frameworks_and_evaluate_needs_data(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kiosk.cli.model_train; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+    from click.testing import CliRunner
+
+    from kiosk.cli.model_train import evaluate_command
+
+    result = CliRunner().invoke(evaluate_command, ["--data", str(tmp_path / "absent")])
+    assert result.exit_code != 0
+    assert "is not there" in result.output and "--data" in result.output

@@ -75,7 +75,8 @@ _register()
 
 def main() -> None:
     try:
-        cli(standalone_mode=False)
+        # standalone_mode=False returns an Exit's code instead of raising it.
+        code = cli(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
@@ -87,3 +88,5 @@ def main() -> None:
     except KioskError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_SYSTEM_ERROR)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -86,6 +87,44 @@ def verify(obj: CliContext) -> None:
         f"ok: {classifier.manifest.id} sha256 matches, inference ran in "
         f"{prediction.timings_ms['inference']:.1f} ms"
     )
+
+
+@model.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def install(obj: CliContext, manifest: Path) -> None:
+    """Install a model update (MANIFEST.json next to its .tflite), verify it, switch to it."""
+    from kiosk.appliance import installed_models_dir
+    from kiosk.model.install import install as do_install
+    from kiosk.store import Store
+
+    installed = do_install(manifest, installed_models_dir(obj.config), threads=obj.config.threads)
+    store = Store(obj.config.db_path)
+    try:
+        store.audit("cli", "model.installed", installed.id, {"sha256": installed.sha256})
+    finally:
+        store.close()
+    click.echo(
+        f"installed {installed.id} {installed.version} (sha256 {installed.sha256[:12]}…); "
+        "restart the kiosk service to use it: sudo systemctl restart kiosk"
+    )
+
+
+@model.command()
+@click.pass_obj
+def rollback(obj: CliContext) -> None:
+    """Switch back to the model that was active before the last install."""
+    from kiosk.appliance import installed_models_dir
+    from kiosk.model.install import rollback as do_rollback
+    from kiosk.store import Store
+
+    now = do_rollback(installed_models_dir(obj.config))
+    store = Store(obj.config.db_path)
+    try:
+        store.audit("cli", "model.rolled_back", now or "bundled", None)
+    finally:
+        store.close()
+    click.echo(f"active model: {now or 'the bundled model'}; restart the kiosk service")
 
 
 def _add_training_commands() -> None:

@@ -60,9 +60,17 @@ def _release(
         "weights": weights.name,
     }
     res = build_release(
-        weights, out / f"{model_id}.split.csv", data_root, out, model_id, findings,
-        image_size=int(cfg["image_size"]), threads=int(cfg.get("threads", 2)),
-        provenance=provenance, licence=LICENCE, card=f"{model_id}.md",
+        weights,
+        out / f"{model_id}.split.csv",
+        data_root,
+        out,
+        model_id,
+        findings,
+        image_size=int(cfg["image_size"]),
+        threads=int(cfg.get("threads", 2)),
+        provenance=provenance,
+        licence=LICENCE,
+        card=f"{model_id}.md",
     )
     release = {
         "port_check": asdict(res.export.port),
@@ -79,19 +87,37 @@ def _release(
 
 
 @click.command("train")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Kermany-style folder with NORMAL/ and PNEUMONIA/.")
-@click.option("--labels-csv", type=click.Path(path_type=Path), default=None,
-              help="CheXpert/MIMIC-style CSV: Path column + finding columns (1/0/-1/blank).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Kermany-style folder with NORMAL/ and PNEUMONIA/.",
+)
+@click.option(
+    "--labels-csv",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CheXpert/MIMIC-style CSV: Path column + finding columns (1/0/-1/blank).",
+)
 @click.option("--finding", "findings", multiple=True, help="Finding column to use (repeat).")
-@click.option("--uncertain", type=click.Choice(["ones", "zeros", "ignore"]), default="ignore",
-              show_default=True, help="What -1 (uncertain) labels become.")
+@click.option(
+    "--uncertain",
+    type=click.Choice(["ones", "zeros", "ignore"]),
+    default="ignore",
+    show_default=True,
+    help="What -1 (uncertain) labels become.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_MODELS, show_default=True)
 @click.option("--model-id", default=DEFAULT_ID, show_default=True)
 @click.option("--epochs", type=int, default=7, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--freeze-blocks", type=int, default=5, show_default=True,
-              help="MBConv blocks (of 16) kept frozen with the stem.")
+@click.option(
+    "--freeze-blocks",
+    type=int,
+    default=5,
+    show_default=True,
+    help="MBConv blocks (of 16) kept frozen with the stem.",
+)
 @click.option("--image-size", type=int, default=224, show_default=True)
 @click.option("--max-minutes", type=float, default=50.0, show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -99,9 +125,21 @@ def _release(
 @click.option("--no-pretrained", is_flag=True, help="Start from random weights (tests only).")
 @click.option("--no-release", is_flag=True, help="Only train; skip export/threshold/OOD.")
 def train_command(
-    data: Path | None, labels_csv: Path | None, findings: tuple[str, ...], uncertain: str,
-    out: Path, model_id: str, epochs: int, batch_size: int, freeze_blocks: int, image_size: int,
-    max_minutes: float, seed: int, threads: int, no_pretrained: bool, no_release: bool,
+    data: Path | None,
+    labels_csv: Path | None,
+    findings: tuple[str, ...],
+    uncertain: str,
+    out: Path,
+    model_id: str,
+    epochs: int,
+    batch_size: int,
+    freeze_blocks: int,
+    image_size: int,
+    max_minutes: float,
+    seed: int,
+    threads: int,
+    no_pretrained: bool,
+    no_release: bool,
 ) -> None:
     """Train, export (int8 + float32 TFLite), choose thresholds and fit the OOD reference."""
     _need_train_extra()
@@ -115,28 +153,48 @@ def train_command(
             "folder) or --labels-csv"
         )
     cfg = TrainConfig(
-        out_dir=out, model_id=model_id, data=data if labels_csv is None else None,
-        labels_csv=labels_csv, findings=findings, uncertain=uncertain, image_size=image_size,
-        epochs=epochs, batch_size=batch_size, freeze_blocks=freeze_blocks,
-        max_minutes=max_minutes, seed=seed, threads=threads, pretrained=not no_pretrained,
+        out_dir=out,
+        model_id=model_id,
+        data=data if labels_csv is None else None,
+        labels_csv=labels_csv,
+        findings=findings,
+        uncertain=uncertain,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        freeze_blocks=freeze_blocks,
+        max_minutes=max_minutes,
+        seed=seed,
+        threads=threads,
+        pretrained=not no_pretrained,
     )
     try:
         res = train(cfg)
-        click.echo(f"trained {model_id} in {res.seconds / 60:.1f} min: best epoch "
-                   f"{res.best_epoch}, val AUROC {res.best_val_auroc:.4f}")
+        click.echo(
+            f"trained {model_id} in {res.seconds / 60:.1f} min: best epoch "
+            f"{res.best_epoch}, val AUROC {res.best_val_auroc:.4f}"
+        )
         if not no_release:
             root = labels_csv.parent if labels_csv is not None else data
             assert root is not None
             rel = _release(res.state_path, res.record_path, root, out, model_id)
-            click.echo(f"exported: thresholds {rel['thresholds']}, OOD threshold "
-                       f"{rel['ood_threshold']:.2f}; now run `kiosk model evaluate`")
+            click.echo(
+                f"exported: thresholds {rel['thresholds']}, OOD threshold "
+                f"{rel['ood_threshold']:.2f}; now run `kiosk model evaluate`"
+            )
     except KioskError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 @click.command("export")
-@click.option("--models", "models_dir", type=click.Path(path_type=Path), default=DEFAULT_MODELS,
-              show_default=True, help="Folder with <id>.pt, <id>.run.json and <id>.split.csv.")
+@click.option(
+    "--models",
+    "models_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODELS,
+    show_default=True,
+    help="Folder with <id>.pt, <id>.run.json and <id>.split.csv.",
+)
 @click.option("--model-id", default=DEFAULT_ID, show_default=True)
 @click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True)
 def export_command(models_dir: Path, model_id: str, data: Path) -> None:
@@ -145,16 +203,26 @@ def export_command(models_dir: Path, model_id: str, data: Path) -> None:
     if not data.is_dir():
         raise click.ClickException(f"data folder {data} does not exist: pass --data")
     try:
-        rel = _release(models_dir / f"{model_id}.pt", models_dir / f"{model_id}.run.json",
-                       data, models_dir, model_id)
+        rel = _release(
+            models_dir / f"{model_id}.pt",
+            models_dir / f"{model_id}.run.json",
+            data,
+            models_dir,
+            model_id,
+        )
     except (KioskError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(rel, indent=2))
 
 
 @click.command("evaluate")
-@click.option("--models", "models_dir", type=click.Path(path_type=Path), default=DEFAULT_MODELS,
-              show_default=True)
+@click.option(
+    "--models",
+    "models_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODELS,
+    show_default=True,
+)
 @click.option("--model-id", default=DEFAULT_ID, show_default=True)
 @click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--resamples", type=int, default=2000, show_default=True)
@@ -162,7 +230,12 @@ def export_command(models_dir: Path, model_id: str, data: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--update-card", is_flag=True, help="Write the tables into the model card.")
 def evaluate_command(
-    models_dir: Path, model_id: str, data: Path, resamples: int, threads: int, as_json: bool,
+    models_dir: Path,
+    model_id: str,
+    data: Path,
+    resamples: int,
+    threads: int,
+    as_json: bool,
     update_card: bool,
 ) -> None:
     """Reproduce the model card's numbers from the committed models, split CSV and data."""
@@ -191,8 +264,13 @@ def evaluate_command(
 @click.command("engines")
 @click.option("--runs", type=int, default=50, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--models", "models_dir", type=click.Path(path_type=Path), default=DEFAULT_MODELS,
-              show_default=True)
+@click.option(
+    "--models",
+    "models_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODELS,
+    show_default=True,
+)
 @click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def engines_command(runs: int, threads: int, models_dir: Path, data: Path, as_json: bool) -> None:

@@ -25,8 +25,10 @@ EXIT_SYSTEM_ERROR = 2
 
 
 def _fail(exc: KioskError) -> None:
+    # SystemExit, not click's Exit: `kiosk.cli.main` runs click with standalone_mode=False,
+    # where click returns an Exit's code instead of exiting with it.
     click.echo(f"error: {exc}", err=True)
-    raise click.exceptions.Exit(EXIT_SYSTEM_ERROR)
+    sys.exit(EXIT_SYSTEM_ERROR)
 
 
 @click.group("sync")
@@ -67,7 +69,7 @@ def sync_push(obj: Any, max_batches: int | None, as_json: bool) -> None:
             "nothing was lost: waiting results stay in the outbox and go with the next push",
             err=True,
         )
-        raise click.exceptions.Exit(EXIT_INCOMPLETE)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 @sync_group.command("status")
@@ -158,13 +160,17 @@ def hub_serve(obj: Any, host: str, port: int, threads: int) -> None:
     except KioskError as exc:
         _fail(exc)
         return
-    server: Any = create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        max_request_body_size=2 * MAX_CONTENT_LENGTH_BYTES,
-    )
+    try:
+        server: Any = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=2 * MAX_CONTENT_LENGTH_BYTES,
+        )
+    except OSError as exc:
+        _fail(KioskError(f"cannot listen on {host}:{port} ({exc})", "choose another --port"))
+        return
     click.echo(f"hub listening on http://{host}:{server.effective_port}", err=False)
     sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
@@ -250,7 +256,7 @@ def hub_import(obj: Any, path: Path) -> None:
     )
     if report.rejected:
         click.echo(f"error: {report.rejected} results belong to another device", err=True)
-        raise click.exceptions.Exit(EXIT_INCOMPLETE)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 COMMANDS: list[click.Command] = [sync_group, export_cmd, hub_group]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-
 from typing import TYPE_CHECKING
 
 from kiosk.web import auth, logbuffer

@@ -66,7 +66,7 @@ class ApiToken:
 
 def role_rank(role: str) -> int:
     """0 for staff, 1 technician, 2 supervisor; -1 for anything else."""
-    return ROLES.index(role) if role in ROLES else -1  # type: ignore[arg-type]
+    return ROLES.index(role) if role in ROLES else -1
 
 
 def has_role(role: str | None, needed: Role) -> bool:
@@ -78,7 +78,7 @@ def check_role(role: str) -> Role:
     """Validate a role name; raises AuthError naming the allowed ones."""
     if role not in ROLES:
         raise AuthError(f"unknown role {role!r}", f"use one of: {', '.join(ROLES)}")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def _check_username(username: str) -> str:
@@ -124,7 +124,7 @@ def add_user(store: Store, username: str, role: str, password: str, *, actor: st
             raise AuthError(
                 f"user {name!r} already exists", "pick another name, or disable the old user"
             )
-        db["users"].insert(
+        db.table("users").insert(
             {
                 "username": name,
                 "role": user.role,
@@ -184,7 +184,7 @@ def add_token(store: Store, name: str, role: str, *, actor: str = "cli") -> str:
     checked = check_role(role)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with store.transaction() as db:
-        db["api_tokens"].insert(
+        db.table("api_tokens").insert(
             {
                 "token_hash": _token_hash(token),
                 "name": label,

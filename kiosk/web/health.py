@@ -83,7 +83,9 @@ def metrics_text() -> str:
 
     if service is not None:
         m = service.metrics()
-        buckets = [(f'{{le="{_number(le)}"}}', float(n)) for le, n in m["inference_seconds_buckets"]]
+        buckets = [
+            (f'{{le="{_number(le)}"}}', float(n)) for le, n in m["inference_seconds_buckets"]
+        ]
         lines.append("# HELP kiosk_inference_seconds Model inference latency per analysed film.")
         lines.append("# TYPE kiosk_inference_seconds histogram")
         lines.extend(f"kiosk_inference_seconds_bucket{lb} {_number(v)}" for lb, v in buckets)
@@ -95,7 +97,9 @@ def metrics_text() -> str:
             "Analyses since start, by status.",
             [(f'{{status="{s}"}}', float(n)) for s, n in sorted(m["results_by_status"].items())],
         )
-        metric("kiosk_queue_depth", "gauge", "Stills waiting for analysis.", [("", m["queue_depth"])])
+        metric(
+            "kiosk_queue_depth", "gauge", "Stills waiting for analysis.", [("", m["queue_depth"])]
+        )
         metric(
             "kiosk_stills_dropped_total",
             "counter",
@@ -121,7 +125,9 @@ def metrics_text() -> str:
     metric("kiosk_disk_free_bytes", "gauge", "Free bytes on the data disk.", [("", disk_free)])
     metric("kiosk_outbox_size", "gauge", "Results waiting to be synced.", [("", outbox)])
     metric(
-        "kiosk_uptime_seconds", "gauge", "Seconds since the web app started.",
+        "kiosk_uptime_seconds",
+        "gauge",
+        "Seconds since the web app started.",
         [("", round(time.time() - STARTED_AT, 1))],
     )
     return "\n".join(lines) + "\n"

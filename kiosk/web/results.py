@@ -24,8 +24,8 @@ bp = Blueprint("results", __name__)
 
 HISTORY_PAGE_SIZE = 20
 DISCLAIMER = (
-    "Decision support only, not a diagnosis. A clinician must read the film and decide. "
-    "Probabilities are calibrated estimates for photographed films on this kiosk."
+    "A clinician must read the film and decide. The probabilities are estimates for films "
+    "photographed on this kiosk."
 )
 
 

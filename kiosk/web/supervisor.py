@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import tempfile
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request
@@ -109,7 +111,9 @@ def import_csv(text: str, actor: str) -> tuple[int, list[str]]:
         return 0, ["the first column must be named result_id (header: result_id,<finding>...)"]
     unknown = [h for h in header[1:] if h not in codes]
     if unknown:
-        return 0, [f"unknown finding column(s): {', '.join(unknown)}; known: {', '.join(sorted(codes))}"]
+        return 0, [
+            f"unknown finding column(s): {', '.join(unknown)}; known: {', '.join(sorted(codes))}"
+        ]
     saved, errors = 0, []
     for line_no, row in enumerate(reader, start=2):
         result_id = (row.get("result_id") or "").strip()
@@ -167,7 +171,9 @@ def _labelled_matrix(
     return logits, labels, used
 
 
-def _since_active(cases: list[dict[str, Any]], active: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _since_active(
+    cases: list[dict[str, Any]], active: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     if active is None:
         return cases
     since = str(active.get("created_at") or "")
@@ -184,7 +190,9 @@ def refit_proposal(cases: list[dict[str, Any]], active: dict[str, Any] | None) -
         column = labels[:, j] if labels.size else np.array([])
         column = column[~np.isnan(column)]
         positives = int(column.sum())
-        propose, why = should_propose_refit(int(column.size), positives, int(column.size) - positives)
+        propose, why = should_propose_refit(
+            int(column.size), positives, int(column.size) - positives
+        )
         ready = ready or propose
         messages.append(f"{code}: {why}")
     return ready, " ".join(messages)
@@ -393,7 +401,9 @@ def sync() -> str:
 def push_now() -> ResponseReturnValue:
     config = context().appliance.config
     if not config.sync.url or not config.sync.token:
-        flash("No hub is configured (sync.url and sync.token): results stay on this kiosk.", "error")
+        flash(
+            "No hub is configured (sync.url and sync.token): results stay on this kiosk.", "error"
+        )
         return redirect("/supervisor/sync")
     if not _push_lock.acquire(blocking=False):
         flash("A push is already running.", "error")
@@ -409,21 +419,50 @@ def _export_formats() -> list[str]:
         from kiosk.sync import export
     except ImportError:
         return []
-    return list(getattr(export, "FORMATS", []))
+    return list(export.FORMATS)
 
 
-@bp.get("/exports/<fmt>")
+EXPORT_SUFFIX = {"jsonl": "jsonl", "csv": "csv", "sqlite": "sqlite", "fhir": "fhir.json"}
+EXPORT_MIMETYPE = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv",
+    "sqlite": "application/vnd.sqlite3",
+    "fhir": "application/fhir+json",
+}
+
+
+@bp.get("/exports")
 @require("supervisor")
-def export_download(fmt: str) -> Response:
-    if fmt not in _export_formats():
-        abort(404)
+def export_download() -> ResponseReturnValue:
     from kiosk.sync import export
 
+    fmt = request.args.get("fmt", "")
+    if fmt not in _export_formats():
+        abort(404)
     appliance = context().appliance
-    data, mimetype, filename = export.export_bytes(appliance.store, appliance.config, fmt)
-    appliance.store.audit(_actor(), "export.downloaded", None, {"format": fmt})
+    since = request.args.get("from") or "1970-01-01"
+    until = request.args.get("to") or None
+    filename = f"kiosk-{appliance.config.device_id}-{since}.{EXPORT_SUFFIX.get(fmt, fmt)}"
+    with tempfile.TemporaryDirectory(prefix="kiosk-export-") as tmp:
+        out = Path(tmp) / filename
+        try:
+            manifest = export.export_results(
+                appliance.store,
+                appliance.config,
+                since=since,
+                until=until,
+                fmt=cast(export.ExportFormat, fmt),
+                out=out,
+            )
+        except KioskError as exc:
+            flash(f"Export failed: {exc}", "error")
+            return redirect("/supervisor/sync")
+        data = out.read_bytes()
+    appliance.store.audit(
+        _actor(), "export.downloaded", None, {"format": fmt, "results": manifest.counts["results"]}
+    )
     return Response(
         data,
-        mimetype=mimetype,
+        mimetype=EXPORT_MIMETYPE.get(fmt, "application/octet-stream"),
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

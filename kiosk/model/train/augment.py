@@ -39,8 +39,8 @@ class AugmentConfig:
 def perspective_residue(img: np.ndarray, rng: np.random.Generator, max_shift: float) -> np.ndarray:
     """Move each corner by up to ``max_shift`` of the side and warp back (edges replicated)."""
     h, w = img.shape[:2]
-    src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
-    jitter = rng.uniform(-max_shift, max_shift, (4, 2)) * np.float32([w, h])
+    src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float32)
+    jitter = rng.uniform(-max_shift, max_shift, (4, 2)) * np.array([w, h], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(src, (src + jitter).astype(np.float32))
     return cv2.warpPerspective(
         img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
@@ -73,7 +73,8 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         return img
-    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return img if decoded is None else np.asarray(decoded)
 
 
 def augment(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

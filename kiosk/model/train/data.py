@@ -274,7 +274,8 @@ def read_split_csv(path: Path, data_root: Path) -> list[Sample]:
     missing = [s for s in out if not s.path.is_file()]
     if missing:
         raise DataError(
-            f"{len(missing)} of {len(out)} images named in {path.name} are missing under {data_root}",
+            f"{len(missing)} of {len(out)} images named in {path.name} are missing "
+            f"under {data_root}",
             "point --data at the kermany-train folder the split was made from",
         )
     return out

@@ -83,14 +83,17 @@ def count_macs(image_size: int = 224, num_classes: int = 1) -> int:
     return total
 
 
-def _time(fn: Callable[[], Any], runs: int) -> list[float]:
-    for _ in range(WARMUP_RUNS):
-        fn()
-    out = []
+def _time_interleaved(runners: list[Callable[[], Any]], runs: int) -> list[list[float]]:
+    """Warm every runner up, then time them round-robin so load changes hit all alike."""
+    for fn in runners:
+        for _ in range(WARMUP_RUNS):
+            fn()
+    out: list[list[float]] = [[] for _ in runners]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000.0)
+        for k, fn in enumerate(runners):
+            t0 = time.perf_counter()
+            fn()
+            out[k].append((time.perf_counter() - t0) * 1000.0)
     return out
 
 
@@ -145,8 +148,12 @@ def compare_engines(
     import onnxruntime as ort
     import torch
     from ai_edge_litert.interpreter import Interpreter
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     from kiosk.model.manifest import Manifest
     from kiosk.model.preprocess import prepare
@@ -163,7 +170,8 @@ def compare_engines(
     x = prepare(calib[0], manifest.input).astype(np.float32)
     macs = count_macs(size, len(manifest.findings))
 
-    results: list[tuple[str, str, list[float]]] = []
+    ort.set_default_logger_severity(3)
+    runners: list[tuple[str, str, Callable[[], Any]]] = []
     for name, fname in (
         ("LiteRT", f"{MODEL_ID}-int8.tflite"),
         ("LiteRT", f"{MODEL_ID}-f32.tflite"),
@@ -180,7 +188,7 @@ def compare_engines(
             it.set_tensor(i, f)
             it.invoke()
 
-        results.append((name, "int8" if "int8" in fname else "float32", _time(run_tfl, runs)))
+        runners.append((name, "int8" if "int8" in fname else "float32", run_tfl))
 
     torch.set_num_threads(threads)
     net = _CamWrapper.make(torch_model(load_state(weights)))
@@ -222,15 +230,19 @@ def compare_engines(
         xo = xt.numpy()
         for prec, path in (("float32", fp32), ("int8 QDQ", int8)):
             sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            results.append(
-                ("ONNX Runtime", prec, _time(lambda s=sess: s.run(None, {"image": xo}), runs))
-            )
 
-    def run_torch() -> None:
-        with torch.inference_mode():
-            net(xt)
+            def run_ort(s: Any = sess) -> None:
+                s.run(None, {"image": xo})
 
-    results.append(("PyTorch", "float32", _time(run_torch, runs)))
+            runners.append(("ONNX Runtime", prec, run_ort))
+
+        def run_torch() -> None:
+            with torch.inference_mode():
+                net(xt)
+
+        runners.append(("PyTorch", "float32", run_torch))
+        times = _time_interleaved([fn for _, _, fn in runners], runs)
+    results = [(e, p, ms) for (e, p, _), ms in zip(runners, times, strict=True)]
 
     base = statistics.median(results[0][2])
     timings = []

@@ -264,9 +264,11 @@ def render_markdown(report: EvaluationReport) -> str:
             f"OOD gate (threshold {o['threshold']:.2f}): flags {o['val_xrays_flagged']:.1%} of "
             f"val X-rays, {o['holdout_xrays_flagged']:.1%} of holdout X-rays and "
             f"{o['synthetic_flagged']:.1%} of 200 synthetic non-X-ray images (colour noise "
-            f"{o['synthetic_colour_noise_flagged']:.0%}, gradients {o['synthetic_gradient_flagged']:.0%}, "
-            f"checkerboards {o['synthetic_checkerboard_flagged']:.0%}, text "
-            f"{o['synthetic_text_flagged']:.0%}, smooth textures {o['synthetic_texture_flagged']:.0%}).",
+            f"{o['synthetic_colour_noise_flagged']:.0%}, "
+            f"gradients {o['synthetic_gradient_flagged']:.0%}, "
+            f"checkerboards {o['synthetic_checkerboard_flagged']:.0%}, "
+            f"text {o['synthetic_text_flagged']:.0%}, "
+            f"smooth textures {o['synthetic_texture_flagged']:.0%}).",
         ]
     return "\n".join(lines) + "\n"
 

@@ -101,7 +101,7 @@ def environment() -> dict[str, Any]:
     import importlib.metadata as md
     import os
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in (
         "numpy",
         "torch",
@@ -296,8 +296,14 @@ def train(cfg: TrainConfig) -> TrainResult:
             losses.append(float(loss.detach()))
             step = i // cfg.batch_size + 1
             if step % 20 == 0:
-                logger.info("epoch %d step %d/%d loss %.4f (%.0f s)", epoch + 1, step,
-                            steps_per_epoch, np.mean(losses[-20:]), time.time() - t0)
+                logger.info(
+                    "epoch %d step %d/%d loss %.4f (%.0f s)",
+                    epoch + 1,
+                    step,
+                    steps_per_epoch,
+                    np.mean(losses[-20:]),
+                    time.time() - t0,
+                )
         train_s = time.time() - t0
         val_logits, _ = predict(model, images["val"])
         vl = torch.nn.functional.binary_cross_entropy_with_logits(

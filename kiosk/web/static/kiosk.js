@@ -45,6 +45,7 @@
         .then(function (html) {
           if (html === null) { return; }
           latest.innerHTML = html;
+          feedback.textContent = "";
           var c = latest.querySelector("[data-result-id]");
           shownResult = c ? c.getAttribute("data-result-id") : null;
         });
@@ -52,7 +53,7 @@
 
     function showStatus(s) {
       if (!s || !s.state) { return; }
-      statusBox.className = "status state-" + s.state;
+      statusBox.className = "status state-" + s.state + " latest-" + (s.latest_result_status || "none");
       statusBox.setAttribute("data-state", s.state);
       message.textContent = s.message;
       advice.textContent = s.advice;

@@ -1,0 +1,108 @@
+"""Model updates: install a new model beside the old one, check it, switch, roll back.
+
+An update is copied into ``<data_dir>/models/<id>-<version>-<sha8>/`` and must pass two checks
+before the kiosk switches to it: its file matches the manifest's sha256, and one inference on a
+synthetic image gives finite outputs of the right shape. Only then is ``active.json`` replaced
+(atomically). Previous models stay on disk, so a rollback is one pointer change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiosk.errors import ModelError
+from kiosk.imageio import atomic_write_bytes
+from kiosk.model.classifier import Classifier
+from kiosk.model.manifest import Manifest
+from kiosk.model.runtime import TFLiteModel
+from kiosk.store import utcnow
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_FILE = "active.json"
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    manifest: str  # relative to the models folder
+    id: str
+    version: str
+    sha256: str
+    installed_at: str
+
+
+def smoke_test(manifest_path: Path, threads: int = 1) -> float:
+    """Load the model (sha256 checked) and run one inference; return its latency in ms."""
+    manifest = Manifest.load(manifest_path)
+    if manifest.kind != "classifier":
+        TFLiteModel(manifest, threads=threads)
+        return 0.0
+    classifier = Classifier(TFLiteModel(manifest, threads=threads))
+    image = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    prediction = classifier.predict(image)
+    if prediction.logits.shape != (len(manifest.findings),) or not np.all(
+        np.isfinite(prediction.logits)
+    ):
+        raise ModelError(
+            f"model {manifest.id} gave unusable output on a test image",
+            "do not install it; ask for a fixed model file",
+        )
+    return prediction.timings_ms["inference"]
+
+
+def _read_state(folder: Path) -> dict[str, object]:
+    path = folder / ACTIVE_FILE
+    if not path.is_file():
+        return {"manifest": None, "history": []}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is damaged ({exc})", "delete it to use the bundled model") from exc
+    state.setdefault("history", [])
+    return dict(state)
+
+
+def _write_state(folder: Path, state: dict[str, object]) -> None:
+    atomic_write_bytes(folder / ACTIVE_FILE, json.dumps(state, indent=2).encode("utf-8"))
+
+
+def install(manifest_path: Path, models_folder: Path, *, threads: int = 1) -> InstalledModel:
+    """Copy, verify and activate a model; the previous one is kept for rollback."""
+    source = Manifest.load(manifest_path)
+    smoke_test(manifest_path, threads=threads)  # refuse before copying anything
+    target_dir = models_folder / f"{source.id}-{source.version}-{source.sha256[:8]}"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source.model_path, target_dir / source.file)
+    for extra in (source.ood.get("file"), source.card):
+        if extra and (source.path.parent / str(extra)).is_file():
+            shutil.copy2(source.path.parent / str(extra), target_dir / str(extra))
+    manifest_copy = target_dir / source.path.name
+    shutil.copy2(source.path, manifest_copy)
+    smoke_test(manifest_copy, threads=threads)  # the copy, as it will be used
+    relative = str(manifest_copy.relative_to(models_folder))
+    state = _read_state(models_folder)
+    history = list(state.get("history") or [])  # type: ignore[call-overload]
+    if state.get("manifest"):
+        history.append(state["manifest"])
+    _write_state(models_folder, {"manifest": relative, "history": history[-10:]})
+    logger.info("model %s %s installed and active", source.id, source.version)
+    return InstalledModel(relative, source.id, source.version, source.sha256, utcnow())
+
+
+def rollback(models_folder: Path) -> str | None:
+    """Switch back to the previously active model; None means the bundled one."""
+    state = _read_state(models_folder)
+    history = list(state.get("history") or [])  # type: ignore[call-overload]
+    previous = history.pop() if history else None
+    if previous is None:
+        (models_folder / ACTIVE_FILE).unlink(missing_ok=True)
+        return None
+    smoke_test(models_folder / str(previous))
+    _write_state(models_folder, {"manifest": previous, "history": history})
+    return str(previous)

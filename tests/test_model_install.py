@@ -1,0 +1,60 @@
+"""Model updates: verify before switching, keep the previous one, roll back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kiosk.appliance import resolve_manifest
+from kiosk.config import load_config
+from kiosk.errors import ModelError
+from kiosk.model.install import install, rollback
+from kiosk.model.manifest import Manifest
+
+
+def _release(src_manifest: Path, dest: Path, version: str) -> Path:
+    """A copy of the bundled model presented as another release."""
+    dest.mkdir(parents=True)
+    m = Manifest.load(src_manifest)
+    shutil.copy(m.model_path, dest / m.file)
+    raw = json.loads(src_manifest.read_text())
+    raw["version"] = version
+    raw.pop("ood", None)
+    raw.pop("card", None)
+    path = dest / src_manifest.name
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_install_switch_and_rollback(
+    bundled_manifest: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    config = load_config()
+    folder = data_dir / "models"
+    before = resolve_manifest(config)
+    v2 = install(_release(bundled_manifest, tmp_path / "r2", "2.0.0"), folder)
+    assert Manifest.load(resolve_manifest(config)).version == "2.0.0"
+    install(_release(bundled_manifest, tmp_path / "r3", "3.0.0"), folder)
+    assert Manifest.load(resolve_manifest(config)).version == "3.0.0"
+    assert rollback(folder) == v2.manifest
+    assert Manifest.load(resolve_manifest(config)).version == "2.0.0"
+    assert rollback(folder) is None
+    assert resolve_manifest(config) == before
+
+
+def test_corrupt_update_is_refused_and_nothing_changes(
+    bundled_manifest: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    config = load_config()
+    folder = data_dir / "models"
+    install(_release(bundled_manifest, tmp_path / "good", "2.0.0"), folder)
+    bad = _release(bundled_manifest, tmp_path / "bad", "9.9.9")
+    model_file = Manifest.load(bad).model_path
+    model_file.write_bytes(model_file.read_bytes()[:-100])
+    with pytest.raises(ModelError, match="does not match"):
+        install(bad, folder)
+    assert Manifest.load(resolve_manifest(config)).version == "2.0.0"
+    assert not any("9.9.9" in p.name for p in folder.iterdir())
