@@ -72,6 +72,7 @@ BLACK_LEVEL = 3  # 8-bit code treated as no signal
 FILM_HIGHLIGHT_TARGET_LINEAR = 0.8  # film's 99th percentile in the shortest bracket frame
 FILM_HIGHLIGHT_PERCENTILE = 99.0
 FILM_EV_RANGE = (-4.0, 6.0)
+BRACKET_MIN_STEP_EV = 0.25  # film frames closer than this to the base exposure are dropped
 RIG_CLIP_PERCENTILE = 99.9
 RIG_MAX_LEVEL = 240
 RIG_MAX_STEPS = 8
@@ -345,11 +346,18 @@ def capture_film_still(
     film_mask: np.ndarray | None,
     bracket_evs: Sequence[float] = (-1.0, 0.0, 1.0),
 ) -> Still:
-    """Autofocus, meter on the film, capture the bracket around it and merge it into one still."""
+    """Autofocus, meter on the film, capture the bracket around it and merge it into one still.
+
+    The bracket always includes the base exposure (EV 0: the lightbox unclipped, as set up),
+    so the bare lightbox around the film stays measurable in the merged still: the rectifier
+    needs it to turn the film's transmitted light into density when there is no rig
+    reference. The longer frames expose for the film's dense parts.
+    """
     evs = list(bracket_evs) or [0.0]
     camera.autofocus()
     film_ev = meter_film_ev(preview, film_mask, evs) if preview is not None else 0.0
-    stills = camera.capture_bracket([film_ev + ev for ev in evs])
+    wanted = sorted({0.0, *(film_ev + ev for ev in evs if film_ev + ev > BRACKET_MIN_STEP_EV)})
+    stills = camera.capture_bracket(wanted)
     still = merge_bracket(stills)
     metadata = dict(still.metadata)
     metadata["film_ev"] = film_ev

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 WORK_LONG_SIDE_PX = 640  # detection resolution
 FIT_LONG_SIDE_PX = 160  # resolution of the smooth lightbox model
 OUTPUT_LONG_SIDE_PX = 1024  # cap on the rectified film's long side
-LIGHTBOX_FIT_DEGREE = 4  # smooth model of the box without a reference (spans the film hole)
+LIGHTBOX_FIT_DEGREES = (2, 3, 4)  # smooth models of the box tried without a reference
 _FILM_T = 0.83  # transmittance below which a lit pixel is "film" (clear film is <= ~0.75)
 _LIT_IN_REFERENCE = 0.3  # flat-field level (99th pct = 1) above which the box is lit
 _MIN_FILM_AREA = 0.04  # of the frame
@@ -50,6 +50,8 @@ _BORDER_PX = 2  # at work resolution: touching the frame means cut off
 _MIN_SIDE_FRACTION = 0.3  # of a side's profiles showing a lightbox -> film edge
 _SHARP_MAX = 0.0045  # edge blur sigma / film diagonal above which the photo is "blurred"
 _GLARE_MAX = 0.02  # fraction of the film interior brighter than clear film
+_GLARE_RING_T = 1.15  # lightbox brighter than its model by this factor: a reflection
+_GLARE_RING_MAX = 0.05  # fraction of the lightbox ring around the film showing glare
 _CLIPPED_MAX = 0.01  # fraction of the film interior at the sensor's ceiling
 _DARK_LIGHTBOX = 0.06  # linear lightbox level below which the photo is under-exposed
 _COLOURFUL_MAX = 12.0  # Hasler-Suesstrunk colourfulness of a (white-balanced) film
@@ -132,6 +134,16 @@ def _quality(flags: list[str], metrics: dict[str, float]) -> Quality:
 # --------------------------------------------------------------------------- photometry
 
 
+def _shrink(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Downscale to ``size_wh``: Gaussian pyramid halvings (cheap, anti-aliased) while more
+    than twice too big, then area averaging for the rest."""
+    while image.shape[1] >= 2 * size_wh[0] and image.shape[0] >= 2 * size_wh[1]:
+        image = cv2.pyrDown(image)
+    if (image.shape[1], image.shape[0]) == size_wh:
+        return image
+    return cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
+
+
 def _linear_luminance(rgb: np.ndarray) -> np.ndarray:
     lin = _LUT[rgb]
     return lin[..., 0] * 0.2126 + lin[..., 1] * 0.7152 + lin[..., 2] * 0.0722
@@ -194,14 +206,23 @@ def _lightbox_model(
     small = (max(8, round(w / fs)), max(8, round(h / fs)))
     lum_s = cv2.resize(lum, small, interpolation=cv2.INTER_AREA)
     lit_s = cv2.resize(lit.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
-    p97 = float(np.percentile(lum_s[lit_s], 97)) if lit_s.any() else float(lum_s.max())
-    # start from clearly-lightbox pixels (clear film is <= ~0.75 of the box), then let the
-    # robust fit take in the dimmer panel edges that agree with it
-    cand = lit_s & (lum_s > 0.8 * p97)
-    surface = fit_smooth_surface(
-        lum_s, cand, degree=LIGHTBOX_FIT_DEGREE, iterations=5, keep_ratio=0.9, upper_ratio=1.1
-    )
-    surface = np.maximum(surface, 0.05 * p97)
+    # start from pixels near the panel's most common level (not the brightest: glare), then
+    # let the robust fit take in the dimmer and brighter parts of the panel that agree with it
+    level = _dominant_level(lum_s[lit_s] if lit_s.any() else lum_s.ravel())
+    cand = lit_s & (lum_s > 0.8 * level) & (lum_s < 1.2 * level)
+    # a high degree follows strong fall-off but can swing inside the film's hole; keep the
+    # degree whose surface explains the most lit pixels as lightbox (|T - 1| < 8%)
+    best, best_score = None, -1.0
+    for degree in LIGHTBOX_FIT_DEGREES:
+        surf = fit_smooth_surface(
+            lum_s, cand, degree=degree, iterations=5, keep_ratio=0.9, upper_ratio=1.1
+        )
+        surf = np.maximum(surf, 0.05 * level)
+        score = float((np.abs(lum_s / surf - 1.0) < 0.08)[lit_s].mean())
+        if score > best_score + 0.01:
+            best, best_score = surf, score
+    assert best is not None
+    surface = best
     return cv2.resize(surface, (w, h), interpolation=cv2.INTER_LINEAR), "smooth"
 
 
@@ -321,7 +342,6 @@ def _quad_from_contour(contour: np.ndarray) -> np.ndarray | None:
 @dataclass(frozen=True)
 class _Detection:
     quad_work: np.ndarray  # (4, 2) at work resolution
-    touches_border: bool
     fill: float
     area_fraction: float
 
@@ -331,7 +351,6 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
     dark = ((trans < _FILM_T) & lit).astype(np.uint8)
     # opening breaks thin bridges (a second film, a finger) between dark regions
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
-    dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
     order = [int(i) + 1 for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4]]
     big = [i for i in order if stats[i, cv2.CC_STAT_AREA] >= _MIN_FILM_AREA * h * w / 3]
@@ -358,6 +377,7 @@ def _detect_film(trans: np.ndarray, lit: np.ndarray) -> _Detection | None:
 
 
 def _component_quad(mask: np.ndarray, size: tuple[int, int]) -> _Detection | None:
+    """Quadrilateral of one dark region (or a union of two) and how well it fills it."""
     h, w = size
     comp = mask.astype(np.uint8)
     contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -374,13 +394,9 @@ def _component_quad(mask: np.ndarray, size: tuple[int, int]) -> _Detection | Non
     for c in contours:
         cv2.fillPoly(filled, [c], 1)
     fill = float(filled.sum()) / max(quad_area, 1.0)
-    x, y, bw, bh = cv2.boundingRect(comp)
-    touches = bool(
-        x <= _BORDER_PX or y <= _BORDER_PX or x + bw >= w - _BORDER_PX or y + bh >= h - _BORDER_PX
-    )
-    return _Detection(
-        quad, touches, min(fill, area / max(quad_area, 1.0) + 0.2), quad_area / (h * w)
-    )
+    # the outline's fill, tolerating holes (glare) but not a sparse component
+    fill = min(fill, area / max(quad_area, 1.0) + 0.2)
+    return _Detection(quad, fill, quad_area / (h * w))
 
 
 def _clear_film_level(trans: np.ndarray, quad: np.ndarray) -> float:
@@ -527,13 +543,15 @@ def _warp_film(
     y0 = max(0, int(np.floor(corners[:, 1].min())) - 2)
     x1 = min(photo.shape[1], int(np.ceil(corners[:, 0].max())) + 3)
     y1 = min(photo.shape[0], int(np.ceil(corners[:, 1].max())) + 3)
-    src_img = cv2.cvtColor(photo[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+    roi = photo[y0:y1, x0:x1]
     src_corners = (corners - [x0, y0]).astype(np.float32)
     if s < 0.66:
-        # area-average the film's bounding box first so the perspective warp does not alias
+        # shrink the film's bounding box first so the perspective warp does not alias
         f = s * 1.25
         rw, rh = max(2, round((x1 - x0) * f)), max(2, round((y1 - y0) * f))
-        src_img = cv2.resize(src_img, (rw, rh), interpolation=cv2.INTER_AREA)
+        roi = _shrink(roi, (rw, rh))
+    src_img = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY)
+    if s < 0.66:
         fx, fy = rw / (x1 - x0), rh / (y1 - y0)
         src_corners = ((src_corners + 0.5) * [fx, fy] - 0.5).astype(np.float32)
     dst = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], np.float32) - 0.5
@@ -616,7 +634,7 @@ def rectify(
     work_scale = WORK_LONG_SIDE_PX / max(H, W)
     ww, wh = max(16, round(W * work_scale)), max(16, round(H * work_scale))
     work_scale_x = ww / W  # exact scale actually used
-    small = cv2.resize(photo, (ww, wh), interpolation=cv2.INTER_AREA)
+    small = _shrink(photo, (ww, wh))
     lum = _linear_luminance(small)
     if reference is not None:
         lit = reference.flat_field_at((wh, ww)) > _LIT_IN_REFERENCE
@@ -673,7 +691,7 @@ def rectify(
     diag = float(np.hypot(*(corners[2] - corners[0])))
     metrics["edge_points"] = float(used)
     metrics["edge_sigma_px"] = sigma
-    metrics["sharpness"] = float(diag / sigma) if sigma == sigma and sigma > 0 else 0.0
+    metrics["sharpness"] = float(diag / sigma) if not math.isnan(sigma) and sigma > 0 else 0.0
     if cut_off:
         metrics["edge_sigma_px"] = 0.0
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
@@ -711,6 +729,12 @@ def rectify(
     quad_w = (corners + 0.5) * work_scale_x - 0.5
     cv2.fillConvexPoly(film_w, np.round(quad_w).astype(np.int32), 1)
     inner = cv2.erode(film_w, np.ones((9, 9), np.uint8)) > 0
+    # glare is additive and spreads beyond the film: look for it on the lightbox around it
+    ring = (cv2.dilate(film_w, np.ones((31, 31), np.uint8)) > 0) & ~(
+        cv2.dilate(film_w, np.ones((7, 7), np.uint8)) > 0
+    )
+    ring &= lit
+    glare_ring = float((trans[ring] > _GLARE_RING_T).mean()) if ring.any() else 0.0
     sub = (slice(None, None, 2), slice(None, None, 2))
     lin_small = _LUT[small[sub]]
     around = (lit & (film_w == 0) & (np.abs(trans - 1.0) < 0.1))[sub]
@@ -721,12 +745,13 @@ def rectify(
     metrics.update(
         {
             "glare_fraction": glare_fraction,
+            "glare_ring_fraction": glare_ring,
             "clipped_fraction": clipped,
             "contrast": d_hi - d_lo,
             "density_min": d_lo,
             "density_max": d_hi,
             "colourfulness": _colourfulness(wb_srgb) if wb_srgb.size else 0.0,
-            "edge_blur_fraction": sigma / diag if sigma == sigma else 0.0,
+            "edge_blur_fraction": 0.0 if math.isnan(sigma) else sigma / diag,
         }
     )
     flags: list[str] = []
@@ -734,9 +759,9 @@ def rectify(
         flags.append("overexposed")
     if lightbox_level < _DARK_LIGHTBOX:
         flags.append("underexposed")
-    if sigma == sigma and sigma / diag > _SHARP_MAX:
+    if not math.isnan(sigma) and sigma / diag > _SHARP_MAX:
         flags.append("blurred")
-    if glare_fraction > _GLARE_MAX:
+    if glare_fraction > _GLARE_MAX or glare_ring > _GLARE_RING_MAX:
         flags.append("glare")
     if metrics["colourfulness"] > _COLOURFUL_MAX or d_hi - d_lo < 0.3:
         flags.append("not_xray")

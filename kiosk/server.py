@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 WEB_PROBE_INTERVAL_S = 5.0
 WEB_MAX_SILENCE_S = 30.0
 WEB_PROBE_TIMEOUT_S = 5.0
-SERVER_THREADS = 6
+SERVER_THREADS = 8  # each open live page holds one thread for its event stream
 
 
 def _probe_web(url: str, registry: HeartbeatRegistry, stop: threading.Event) -> None:

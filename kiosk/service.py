@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from kiosk.appliance import Appliance
-from kiosk.camera import Camera, Still, create_camera
+from kiosk.appliance import Appliance, configured_camera
+from kiosk.camera import Camera, Still
 from kiosk.capture import AutoCapture, CaptureState, calibrate_rig, capture_film_still
-from kiosk.config import KioskConfig
 from kiosk.errors import CameraError, KioskError
 from kiosk.heartbeat import HeartbeatRegistry
 from kiosk.imageio import encode_jpeg
@@ -56,26 +55,6 @@ CAMERA_FIX = (
 )
 
 STATES = ("ready", "film_detected", "analysing", "result", "problem")
-
-
-def build_camera(config: KioskConfig) -> Camera:
-    """The configured camera backend, not yet opened (AutoCapture opens it, with retries)."""
-    cam = config.camera
-    backend = cam.backend
-    options: dict[str, Any] = {}
-    if backend == "simulator":
-        options = {"auto_cycle_s": cam.demo_cycle_s, "folder": cam.folder}
-        if cam.resolution is not None:
-            options["resolution"] = cam.resolution
-    elif backend == "folder":
-        if cam.folder is None:
-            raise CameraError(
-                "the folder camera needs camera.folder", "set camera.folder to a photo folder"
-            )
-        options = {"folder": cam.folder}
-    else:
-        options = {"device": cam.device, "resolution": cam.resolution}
-    return create_camera(backend, **options)
 
 
 @dataclass
@@ -101,7 +80,7 @@ class KioskService:
     ) -> None:
         self.appliance = appliance
         self.config = appliance.config
-        self.camera: Camera = camera if camera is not None else build_camera(self.config)
+        self.camera: Camera = camera if camera is not None else configured_camera(self.config)
         self.heartbeats = heartbeats if heartbeats is not None else HeartbeatRegistry()
         self.started_at = time.time()
         self._stills: queue.Queue[Still] = queue.Queue(maxsize=queue_size)
@@ -124,7 +103,7 @@ class KioskService:
         self._latency_sum_s = 0.0
         self._last_failures = 0
         self._last_status: dict[str, Any] | None = None
-        self._preview_cache: tuple[int, bytes] | None = None
+        self._preview_cache: tuple[np.ndarray, bytes] | None = None
         self._empty_preview: np.ndarray | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -450,10 +429,10 @@ class KioskService:
         if frame is None:
             return None
         cached = self._preview_cache
-        if cached is not None and cached[0] == id(frame):
+        if cached is not None and cached[0] is frame:
             return cached[1]
         data = encode_jpeg(frame, quality=PREVIEW_JPEG_QUALITY)
-        self._preview_cache = (id(frame), data)
+        self._preview_cache = (frame, data)
         return data
 
     def metrics(self) -> dict[str, Any]:

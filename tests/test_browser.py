@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from kiosk.appliance import Appliance
 from kiosk.camera.simulator import SimulatorCamera
@@ -157,12 +158,21 @@ def test_staff_live_page_captures_and_shows_the_result(browser: Browser, kiosk: 
 
     # clip a film on: detected, analysed, shown, without reloading the page
     page.evaluate("window.__same_page = true")
+    # the empty box was photographed; the kiosk is ready again once it has seen it stay empty
+    expect(page.locator("#status")).to_have_attribute("data-state", "ready")
     kiosk.camera.place_film()
-    page.wait_for_function(
-        "id => { const c = document.querySelector('#latest [data-result-id]');"
-        " return c && c.getAttribute('data-result-id') !== id; }",
-        arg=first_id,
-    )
+    try:
+        page.wait_for_function(
+            "id => { const c = document.querySelector('#latest [data-result-id]');"
+            " return c && c.getAttribute('data-result-id') !== id; }",
+            arg=first_id,
+        )
+    except PlaywrightTimeoutError as exc:
+        status = kiosk.service.status()
+        stored = kiosk.appliance.store.list_results()[1]
+        raise AssertionError(
+            f"no new result on the page; service {status}, {stored} stored"
+        ) from exc
     assert page.evaluate("window.__same_page") is True
     expect(page.locator("#status")).to_have_attribute("data-state", re.compile("result|ready"))
     second_id = page.locator("#latest [data-result-id]").get_attribute("data-result-id")

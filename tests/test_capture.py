@@ -164,8 +164,10 @@ def test_bracket_merge_extends_dynamic_range_on_a_dense_film() -> None:
     merged_stats = _band_stats(camera, merged, wedge)
 
     assert merged.image.dtype == np.uint8 and merged.image.shape == single.image.shape
-    assert merged.metadata["bracket_count"] == 3.0 and merged.metadata["merge"] == "linear-hat"
-    assert len(str(merged.metadata["bracket_evs"]).split(",")) == 3
+    # The base exposure (lightbox unclipped) plus the three film frames.
+    assert merged.metadata["bracket_count"] == 4.0 and merged.metadata["merge"] == "linear-hat"
+    assert float(str(merged.metadata["bracket_evs"]).split(",")[0]) == 0.0
+    assert len(str(merged.metadata["bracket_evs"]).split(",")) == 4
     # dense bands: the merge measures them with much better signal-to-noise
     for k in (0, 1, 2):
         assert merged_stats[k][1] > 1.5 * single_stats[k][1], (k, single_stats, merged_stats)
@@ -311,7 +313,7 @@ def test_autocapture_captures_each_placement_once_in_a_thread() -> None:
         assert _wait_for(lambda: auto.status().frames_seen >= frames + 15)
         assert len(stills) == 1 and auto.status().state == "captured"
         assert stills[0].metadata["trigger"] == "auto"
-        assert stills[0].metadata["bracket_count"] == 3.0
+        assert stills[0].metadata["bracket_count"] == 4.0
         assert stills[0].image.shape == (360, 640, 3)
         camera.remove_film()
         assert _wait_for(lambda: auto.status().state == "empty")

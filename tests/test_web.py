@@ -297,6 +297,15 @@ def test_autologin_only_from_loopback_and_only_when_configured(tmp_path: Path) -
             if enabled:
                 tech = client.get("/tech/health", environ_overrides={"REMOTE_ADDR": "127.0.0.1"})
                 assert tech.status_code == 403  # the screen is staff, nothing more
+                page = local.get_data(as_text=True)
+                match = re.search(r'name="csrf-token" content="([^"]+)"', page)
+                assert match is not None
+                capture = client.post(
+                    "/capture",
+                    headers={"X-CSRF-Token": match.group(1)},
+                    environ_overrides={"REMOTE_ADDR": "127.0.0.1"},
+                )
+                assert capture.status_code == 503  # allowed; no camera in this app
         finally:
             appliance.close()
 
@@ -558,7 +567,9 @@ def test_calibration_fit_activate_diagram_and_roll_back(tmp_path: Path) -> None:
         assert diagram.status_code == 200 and diagram.mimetype == "image/svg+xml"
         assert diagram.get_data(as_text=True).lstrip().startswith(("<svg", "<?xml"))
         assert "script-src" not in diagram.headers["Content-Security-Policy"]
-        client.post(f"/supervisor/calibration/{calibration_id}/activate", data={"csrf_token": token})
+        client.post(
+            f"/supervisor/calibration/{calibration_id}/activate", data={"csrf_token": token}
+        )
         assert appliance.pipeline.calibration is not None
         assert appliance.pipeline.calibration.id == calibration_id
         client.post("/supervisor/calibration/deactivate", data={"csrf_token": token})

@@ -1,0 +1,195 @@
+"""Rectifier on real simulator renderings with real OpenCV: geometry, density, quality gate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from kiosk.errors import ImageError
+from kiosk.rectify import check_digital, looks_like_photo, rectify
+from kiosk.rectify_bench import quad_iou
+from kiosk.rig import RigReference
+from kiosk.simulate import SceneParams, phantom_chest, random_params, render, render_empty
+
+SIZE = (540, 960)
+
+
+def _scene(seed: int, difficulty: float = 0.4, **changes: object) -> SceneParams:
+    params = random_params(np.random.default_rng(seed), difficulty=difficulty)
+    return replace(params, **changes)  # type: ignore[arg-type]
+
+
+def _corner_error_fraction(found: np.ndarray, truth: np.ndarray) -> float:
+    diag = float(np.hypot(*(truth[2] - truth[0])))
+    return float(np.linalg.norm(found - truth, axis=1).max()) / diag
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_corners_are_accurate_without_reference(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    shot = render(phantom_chest(rng, (384, 384)), _scene(seed, glare_strength=0.0), rng, SIZE)
+    assert shot.corners is not None
+    res = rectify(shot.image)
+    assert res.status == "ok", res.quality
+    assert res.corners is not None and res.corners.shape == (4, 2)
+    assert res.corners.dtype == np.float32
+    assert _corner_error_fraction(res.corners, shot.corners) < 0.005
+    assert quad_iou(res.corners, shot.corners, SIZE) > 0.98
+    assert set(res.timings_ms) >= {"detect_ms", "refine_ms", "warp_ms", "total_ms"}
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_corners_are_accurate_with_reference_and_hard_scenes(seed: int) -> None:
+    params = _scene(seed, difficulty=0.8)
+    rng = np.random.default_rng(seed)
+    reference = RigReference.from_empty_frames(
+        [render_empty(params, rng, SIZE, exposure_scale=0.8)], {"exposure_scale": 0.8}
+    )
+    shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+    assert shot.corners is not None
+    res = rectify(shot.image, reference)
+    assert res.corners is not None
+    assert res.quality.metrics["reference_used"] == 1.0
+    assert _corner_error_fraction(res.corners, shot.corners) < 0.005
+
+
+def test_glare_is_flagged_and_the_corners_survive_it() -> None:
+    params = _scene(
+        6, glare_strength=0.35, glare_width=0.05, glare_angle_deg=70.0, glare_center=(0.5, 0.5)
+    )
+    rng = np.random.default_rng(6)
+    shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+    assert shot.corners is not None
+    res = rectify(shot.image)
+    assert res.status == "rejected" and "glare" in res.quality.flags
+    assert res.corners is not None
+    assert _corner_error_fraction(res.corners, shot.corners) < 0.01
+    calm = rectify(
+        render(phantom_chest(rng, (384, 384)), replace(params, glare_strength=0.0), rng, SIZE).image
+    )
+    assert "glare" not in calm.quality.flags
+
+
+def test_clip_and_fingers_do_not_move_the_corners() -> None:
+    params = _scene(3, clip=True, fingers=True, glare_strength=0.0)
+    rng = np.random.default_rng(3)
+    shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+    assert shot.corners is not None
+    res = rectify(shot.image)
+    assert res.corners is not None
+    assert _corner_error_fraction(res.corners, shot.corners) < 0.005
+
+
+def test_density_recovery_correlates_with_the_digital_source_and_is_upright() -> None:
+    rng = np.random.default_rng(7)
+    digital = phantom_chest(rng, (512, 512))
+    digital[20:90, 20:140] = 250  # a bright (bone-like, clear film) block at the top left
+    params = _scene(7, glare_strength=0.0, clip=False, fingers=False, second_film=False)
+    reference = RigReference.from_empty_frames([render_empty(params, rng, SIZE)], {})
+    shot = render(digital, params, rng, SIZE)
+    for ref in (None, reference):
+        res = rectify(shot.image, ref)
+        assert res.status == "ok" and res.film is not None
+        film = res.film
+        assert film.dtype == np.uint8 and film.ndim == 2
+        src = cv2.resize(digital, (film.shape[1], film.shape[0]), interpolation=cv2.INTER_AREA)
+        r = np.corrcoef(film.ravel().astype(float), src.ravel().astype(float))[0, 1]
+        assert r > 0.9, r
+        flipped = np.corrcoef(film[::-1].ravel().astype(float), src.ravel().astype(float))[0, 1]
+        assert flipped < r - 0.2  # upright: the top of the photo is the top of the film
+        h, w = film.shape
+        assert film[: h // 6, : w // 4].mean() > film[h // 6 : h // 2, w // 4 : w // 2].mean()
+
+
+def test_rejects_an_empty_lightbox() -> None:
+    rng = np.random.default_rng(1)
+    for seed in range(3):
+        res = rectify(render(None, _scene(seed), rng, SIZE).image)
+        assert res.status == "rejected"
+        assert "no_film" in res.quality.flags
+        assert res.quality.reason and res.quality.advice
+        assert res.film is None
+
+
+def test_rejects_a_film_cut_off_by_the_frame() -> None:
+    rng = np.random.default_rng(2)
+    params = _scene(2, film_offset=(0.42, 0.0), second_film=False)
+    res = rectify(render(phantom_chest(rng, (256, 256)), params, rng, SIZE).image)
+    assert res.status == "rejected"
+    assert res.quality.flags[0] == "cut_off"
+
+
+def test_rejects_a_blurred_photo() -> None:
+    rng = np.random.default_rng(4)
+    params = _scene(4, blur_sigma_px=14.0, glare_strength=0.0)
+    res = rectify(render(phantom_chest(rng, (256, 256)), params, rng, SIZE).image)
+    assert res.status == "rejected"
+    assert "blurred" in res.quality.flags
+    sharp = rectify(
+        render(phantom_chest(rng, (256, 256)), replace(params, blur_sigma_px=0.5), rng, SIZE).image
+    )
+    assert "blurred" not in sharp.quality.flags
+
+
+def test_rejects_a_colourful_picture_on_the_lightbox() -> None:
+    rng = np.random.default_rng(5)
+    params = _scene(5, glare_strength=0.0, clip=False, fingers=False)
+    shot = render(phantom_chest(rng, (256, 256)), params, rng, SIZE)
+    assert shot.corners is not None
+    # paste a colourful poster over the film's image area (margins stay visible)
+    blocks = rng.integers(0, 170, size=(6, 6, 3), dtype=np.uint8)
+    poster = cv2.resize(blocks, (300, 300), interpolation=cv2.INTER_NEAREST)
+    centre = shot.corners.mean(axis=0)
+    inner = centre + (shot.corners - centre) * 0.88
+    src = np.array([[0, 0], [300, 0], [300, 300], [0, 300]], np.float32)
+    m = cv2.getPerspectiveTransform(src, inner.astype(np.float32))
+    warped = cv2.warpPerspective(poster, m, (SIZE[1], SIZE[0]))
+    mask = cv2.warpPerspective(np.ones((300, 300), np.uint8), m, (SIZE[1], SIZE[0])) > 0
+    image = shot.image.copy()
+    image[mask] = warped[mask]
+    res = rectify(image)
+    assert res.status == "rejected"
+    assert "not_xray" in res.quality.flags
+    assert res.quality.metrics["colourfulness"] > 12
+
+
+def test_check_digital() -> None:
+    phantom = phantom_chest(np.random.default_rng(0), (512, 512))
+    assert check_digital(phantom).ok
+    assert check_digital(cv2.cvtColor(phantom, cv2.COLOR_GRAY2RGB)).ok
+    assert "too_small" in check_digital(phantom[:64, :64]).flags
+    assert "blank" in check_digital(np.full((512, 512), 128, np.uint8)).flags
+    colourful = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    verdict = check_digital(colourful)
+    assert not verdict.ok and "not_xray" in verdict.flags
+    assert verdict.reason and verdict.advice
+
+
+def test_looks_like_photo() -> None:
+    rng = np.random.default_rng(0)
+    phantom = phantom_chest(rng, (512, 512))
+    assert not looks_like_photo(phantom)
+    assert not looks_like_photo(cv2.cvtColor(phantom, cv2.COLOR_GRAY2RGB))
+    for seed in range(3):
+        shot = render(phantom, _scene(seed), rng, SIZE)
+        assert looks_like_photo(shot.image)
+
+
+def test_bad_input_and_method() -> None:
+    with pytest.raises(ImageError):
+        rectify(np.zeros((100, 100), np.uint8))
+    with pytest.raises(ValueError, match="method"):
+        rectify(np.zeros((100, 100, 3), np.uint8), method="magic")
+
+
+def test_reference_of_another_framing_is_ignored_not_fatal() -> None:
+    rng = np.random.default_rng(9)
+    params = _scene(9)
+    reference = RigReference.from_empty_frames([render_empty(params, rng, (480, 480))], {})
+    shot = render(phantom_chest(rng, (256, 256)), params, rng, SIZE)
+    res = rectify(shot.image, reference)
+    assert res.corners is not None
+    assert res.quality.metrics["reference_used"] == 0.0
