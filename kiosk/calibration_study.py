@@ -3,8 +3,9 @@
 For every image of the held-back splits (val + holdout; never training images) the study
 runs the shipped model on the digital image, then renders the same image as a photograph of a
 film on a lightbox with the physically based simulator (random rig, exposure and placement),
-rectifies it with the product's rectifier (without a rig reference by default, the harder case;
-``--rig`` adds an empty-lightbox reference per photo, as on a set-up kiosk) and runs the model on the result. Patients are split in two: a pool from which
+rectifies it with the product's rectifier (without a rig reference by default, the harder
+case; ``--rig`` adds an empty-lightbox reference per photo, as on a set-up kiosk) and runs the
+model on the result. Patients are split in two: a pool from which
 ``n`` labelled photos are drawn to fit each calibrator, and a test half on which everything is
 measured. Draws are repeated with different seeds; means and standard deviations are reported.
 
@@ -57,7 +58,10 @@ def collect(
 ) -> dict[str, Any]:
     """Model outputs on the digital image and on a simulated photo of it, per image."""
     rng = np.random.default_rng(seed)
-    digital_logit, photo_logit, photo_features, ok = [], [], [], []
+    digital_logit: list[float] = []
+    photo_logit: list[float] = []
+    photo_features: list[np.ndarray | None] = []
+    ok: list[bool] = []
     reasons: dict[str, int] = {}
     started = time.perf_counter()
     for i, path in enumerate(paths):
@@ -175,9 +179,7 @@ def analyse(data: dict[str, Any], *, repeats: int, seed: int) -> dict[str, Any]:
                 "n_labelled": n,
                 "method": method,
                 "repeats": len(scores["ece"]),
-                **{
-                    f"{k}_mean": float(np.mean(v)) for k, v in scores.items()
-                },
+                **{f"{k}_mean": float(np.mean(v)) for k, v in scores.items()},
                 **{f"{k}_sd": float(np.std(v)) for k, v in scores.items()},
                 "chosen": sorted(set(chosen)),
             }

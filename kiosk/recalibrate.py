@@ -38,6 +38,25 @@ class LabelledCases:
     skipped: list[tuple[str, str]]  # (source, reason) of cases that could not be used
 
 
+def _cases(
+    logits: list[Any],
+    labels: list[list[float]],
+    features: list[np.ndarray | None],
+    skipped: list[tuple[str, str]],
+    n_codes: int,
+) -> LabelledCases:
+    """Stack per-case rows; features only when every case has them."""
+    present = [f for f in features if f is not None]
+    return LabelledCases(
+        logits=np.asarray(logits, dtype=np.float64).reshape(len(logits), n_codes),
+        labels=np.asarray(labels, dtype=np.float64).reshape(len(labels), n_codes),
+        features=np.stack(present).astype(np.float64)
+        if present and len(present) == len(features)
+        else None,
+        skipped=skipped,
+    )
+
+
 def read_labels_csv(path: Path, codes: tuple[str, ...]) -> list[tuple[Path, dict[str, float]]]:
     """Parse ``path,<code>...`` with 0/1 labels (blank = not labelled).
 
@@ -100,15 +119,7 @@ def collect_from_photos(
         logits.append(result.logits)
         labels.append([row_labels.get(code, float("nan")) for code in codes])
         features.append(result.features)
-    present = [f for f in features if f is not None]
-    return LabelledCases(
-        logits=np.asarray(logits, dtype=np.float64).reshape(len(logits), len(codes)),
-        labels=np.asarray(labels, dtype=np.float64).reshape(len(labels), len(codes)),
-        features=np.stack(present).astype(np.float64)
-        if present and len(present) == len(features)
-        else None,
-        skipped=skipped,
-    )
+    return _cases(logits, labels, features, skipped, len(codes))
 
 
 def collect_from_store(store: Store, manifest: Manifest) -> LabelledCases:
@@ -128,15 +139,7 @@ def collect_from_store(store: Store, manifest: Manifest) -> LabelledCases:
             ]
         )
         features.append(store.result_features(case["id"]))
-    present = [f for f in features if f is not None]
-    return LabelledCases(
-        logits=np.asarray(logits, dtype=np.float64).reshape(len(logits), len(codes)),
-        labels=np.asarray(labels, dtype=np.float64).reshape(len(labels), len(codes)),
-        features=np.stack(present).astype(np.float64)
-        if present and len(present) == len(features)
-        else None,
-        skipped=skipped,
-    )
+    return _cases(logits, labels, features, skipped, len(codes))
 
 
 def fit_and_save(

@@ -23,25 +23,27 @@ top of the film; nothing is rotated by content.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
-from kiosk.errors import ImageError
+from kiosk.errors import ImageError, ModelError
 from kiosk.rig import RigReference, fit_smooth_surface, srgb_lut_linear
 
 logger = logging.getLogger(__name__)
 
-WORK_LONG_SIDE_PX = 640  # detection resolution
-FIT_LONG_SIDE_PX = 160  # resolution of the smooth lightbox model
+WORK_LONG_SIDE_PX = 480  # detection resolution
+FIT_LONG_SIDE_PX = 112  # resolution of the smooth lightbox model
 OUTPUT_LONG_SIDE_PX = 1024  # cap on the rectified film's long side
-LIGHTBOX_FIT_DEGREES = (2, 3, 4)  # smooth models of the box tried without a reference
+LIGHTBOX_FIT_DEGREES = (2, 4)  # smooth models of the box tried without a reference
 _FILM_T = 0.83  # transmittance below which a lit pixel is "film" (clear film is <= ~0.75)
 _LIT_IN_REFERENCE = 0.3  # flat-field level (99th pct = 1) above which the box is lit
 _MIN_FILM_AREA = 0.04  # of the frame
@@ -55,7 +57,10 @@ _GLARE_RING_MAX = 0.05  # fraction of the lightbox ring around the film showing 
 _CLIPPED_MAX = 0.01  # fraction of the film interior at the sensor's ceiling
 _DARK_LIGHTBOX = 0.06  # linear lightbox level below which the photo is under-exposed
 _COLOURFUL_MAX = 12.0  # Hasler-Suesstrunk colourfulness of a (white-balanced) film
-_METHODS = ("auto", "classical")
+METHODS = ("auto", "classical", "learned", "combined")
+# what "auto" means: the best method on the benchmark in docs/rectify.md
+AUTO_METHOD = "classical"
+LOCALISER_MANIFEST = Path(__file__).resolve().parents[1] / "models" / "film-localiser.json"
 
 _LUT = srgb_lut_linear()
 _LOG_LUT = np.log10(np.maximum(_LUT, 1e-4)).astype(np.float32)  # log10 of linear value
@@ -215,7 +220,7 @@ def _lightbox_model(
     best, best_score = None, -1.0
     for degree in LIGHTBOX_FIT_DEGREES:
         surf = fit_smooth_surface(
-            lum_s, cand, degree=degree, iterations=5, keep_ratio=0.9, upper_ratio=1.1
+            lum_s, cand, degree=degree, iterations=4, keep_ratio=0.9, upper_ratio=1.1
         )
         surf = np.maximum(surf, 0.05 * level)
         score = float((np.abs(lum_s / surf - 1.0) < 0.08)[lit_s].mean())
@@ -315,8 +320,10 @@ def _quad_from_contour(contour: np.ndarray) -> np.ndarray | None:
     """A quadrilateral fitted to an outline: the two strongest near-horizontal and the two
     strongest near-vertical straight runs, intersected."""
     pts = contour.reshape(-1, 2).astype(np.float64)
+    if len(pts) > 1200:
+        pts = pts[:: len(pts) // 600]
     rng = np.random.default_rng(0)  # deterministic: same photo, same corners
-    lines = _dominant_lines(pts, 6, 1.5, rng)
+    lines = _dominant_lines(pts, 6, 1.5, rng, iters=150)
     horiz = [ln for ln in lines if abs(ln[0][0]) >= abs(ln[0][1])]
     vert = [ln for ln in lines if abs(ln[0][0]) < abs(ln[0][1])]
     if len(horiz) < 2 or len(vert) < 2:
@@ -444,12 +451,25 @@ def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     )
 
 
+def _first_crossing(prof: np.ndarray, level: float) -> np.ndarray:
+    """Fractional index where each row first drops below ``level`` (NaN: never, or at once)."""
+    below = prof < level
+    q = below.argmax(axis=1)
+    valid = below.any(axis=1) & (q > 0)
+    qi = np.clip(q, 1, prof.shape[1] - 1)
+    rows = np.arange(prof.shape[0])
+    p0, p1 = prof[rows, qi - 1], prof[rows, qi]
+    frac = (p0 - level) / np.maximum(p0 - p1, 1e-6)
+    return np.where(valid, qi - 1 + frac, np.nan)
+
+
 def _refine(
     photo: np.ndarray,
     quad: np.ndarray,
     lightbox_work: np.ndarray,
     work_scale: float,
     clear_t: float,
+    half: float = 0.0,
 ) -> tuple[np.ndarray, float, int, float]:
     """Sub-pixel film edges along profiles across each side, at full resolution.
 
@@ -457,7 +477,8 @@ def _refine(
     fraction of a side's profiles that saw lightbox -> clear film: low when the film runs off
     the lit panel or the frame there).
     """
-    n_pts, half = 48, max(8.0, 3.0 / work_scale + 4.0)
+    n_pts = 48
+    half = max(half, 8.0, 3.0 / work_scale + 4.0)  # px either side of the coarse side
     steps = np.arange(-half, half + 0.01, 0.5)  # outside (+) to inside (-)
     threshold = (1.0 + clear_t) / 2.0
     lines: list[tuple[np.ndarray, np.ndarray]] = []
@@ -491,29 +512,21 @@ def _refine(
         ).ravel()
         k = max(2, len(steps) // 6)
         out_level = np.median(lum[:, :k], axis=1)
-        edge_pts = []
-        for j in range(n_pts):
-            lvl = out_level[j]
-            if lvl < 0.6 * expected[j] or lvl <= 1e-4:  # occluded (clip, finger) or off-panel
-                continue
-            prof = lum[j] / lvl
-            below = np.nonzero(prof < threshold)[0]
-            if len(below) == 0 or below[0] == 0:
-                continue
-            q = int(below[0])
-            p0, p1 = prof[q - 1], prof[q]
-            frac = (p0 - threshold) / max(p0 - p1, 1e-6)
-            s_out = steps[::-1][q - 1] - frac * 0.5  # signed distance along the normal
-            edge_pts.append(base[j] + nrm * s_out)
-            # blur: distance between the 75% and 25% points of the step
-            hi_lvl, lo_lvl = 1.0 - 0.25 * (1 - clear_t), 1.0 - 0.75 * (1 - clear_t)
-            hi_idx = np.nonzero(prof < hi_lvl)[0]
-            lo_idx = np.nonzero(prof < lo_lvl)[0]
-            if len(hi_idx) and len(lo_idx):
-                widths.append(float(lo_idx[0] - hi_idx[0]) * 0.5)
+        ok = (out_level >= 0.6 * expected) & (out_level > 1e-4)  # not occluded, on the panel
+        prof = lum / np.maximum(out_level, 1e-4)[:, None]
+        mid = _first_crossing(prof, threshold)
+        ok &= ~np.isnan(mid)
+        # signed distance along the outward normal of the 50% point (samples are 0.5 px apart)
+        s_out = steps[-1] - 0.5 * mid[ok]
+        edge_pts = base[ok] + nrm[None, :] * s_out[:, None]
+        # blur: distance between the 75% and 25% points of the step
+        hi = _first_crossing(prof[ok], 1.0 - 0.25 * (1 - clear_t))
+        lo = _first_crossing(prof[ok], 1.0 - 0.75 * (1 - clear_t))
+        w = (lo - hi) * 0.5
+        widths.extend(w[~np.isnan(w)].tolist())
         used += len(edge_pts)
         min_side_fraction = min(min_side_fraction, len(edge_pts) / n_pts)
-        line = _line_from_points(np.array(edge_pts)) if len(edge_pts) >= 8 else None
+        line = _line_from_points(edge_pts) if len(edge_pts) >= 8 else None
         if line is None:
             line = (d, a)  # keep the coarse side
         lines.append(line)
@@ -608,10 +621,15 @@ def rectify(
 
     ``reference`` (the empty lightbox at this exposure) makes the density measurement exact;
     without it the lightbox is estimated from what is visible around the film.
-    ``method``: "auto" (the best available, currently the classical detector) or "classical".
+    ``method``: "classical" (lightbox model + dark region + line fits), "learned" (the int8
+    localiser's mask), "combined" (classical, unless it finds nothing or a quad that disagrees
+    with the localiser's) or "auto" (``AUTO_METHOD``, the best on the benchmark). Every method
+    refines the corners at full resolution with the same edge profiles.
     """
-    if method not in _METHODS:
-        raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(_METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(METHODS)}")
+    if method == "auto":
+        method = AUTO_METHOD if AUTO_METHOD == "classical" or _localiser() else "classical"
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise ImageError(
             f"Expected an RGB uint8 photo (H, W, 3), got {photo.dtype} {photo.shape}",
@@ -640,9 +658,30 @@ def rectify(
         lit = reference.flat_field_at((wh, ww)) > _LIT_IN_REFERENCE
     else:
         lit = _lit_mask(lum)
-    lightbox, model = _lightbox_model(lum, lit, reference)
+    lightbox, model_kind = _lightbox_model(lum, lit, reference)
     trans = lum / np.maximum(lightbox, 1e-5)
-    det = _detect_film(trans, lit)
+    det = _detect_film(trans, lit) if method != "learned" else None
+    learned: _Detection | None = None
+    if method in ("learned", "combined"):
+        model = _localiser()
+        if model is None:
+            raise ModelError(
+                f"The film localiser {LOCALISER_MANIFEST} is not installed",
+                "Use rectify method 'classical', or train it with kiosk.localiser_train",
+            )
+        learned = _learned_detection(model, photo, (wh, ww))
+        metrics_learned = 1.0
+    else:
+        metrics_learned = 0.0
+    learned_half = 0.0
+    if learned is not None and (
+        det is None
+        or det.fill < _MIN_FILL
+        or _overlap(det.quad_work, learned.quad_work, (wh, ww)) < _AGREE_IOU
+    ):
+        # the classical detector found nothing, or something else than the localiser did
+        det = learned
+        learned_half = 1.5 * W / _LOCALISER_MASK_W + 4.0
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
     lit_sub = lit[::3, ::3]
     box_px = lit_sub & (np.abs(trans[::3, ::3] - 1.0) < 0.1)
@@ -654,7 +693,8 @@ def rectify(
     metrics: dict[str, float] = {
         "lightbox_linear": lightbox_level,
         "lightbox_clipped_fraction": clipped_lb,
-        "reference_used": 1.0 if model == "reference" else 0.0,
+        "reference_used": 1.0 if model_kind == "reference" else 0.0,
+        "localiser_used": metrics_learned,
     }
     if det is None or det.fill < _MIN_FILL:
         none_flags = ["no_film"]
@@ -675,10 +715,10 @@ def rectify(
         sigma, used = float("nan"), 0
     else:
         corners, sigma, used, side_fraction = _refine(
-            photo, coarse, lightbox, work_scale_x, clear_t
+            photo, coarse, lightbox, work_scale_x, clear_t, learned_half
         )
         metrics["edge_side_min_fraction"] = side_fraction
-        if np.abs(corners - coarse).max() > 4.0 / work_scale_x + 4:
+        if np.abs(corners - coarse).max() > max(4.0 / work_scale_x + 4, 2 * learned_half):
             logger.debug("Refinement moved a corner too far; keeping the coarse quad")
             corners = coarse
         cut_off = side_fraction < _MIN_SIDE_FRACTION or bool(
@@ -769,6 +809,54 @@ def rectify(
     timings["total_ms"] = (time.perf_counter() - t0) * 1000
     status: Literal["ok", "rejected"] = "ok" if quality.ok else "rejected"
     return RectifyResult(status, corners.astype(np.float32), grey, quality, timings)
+
+
+_LOCALISER_MASK_W = 128  # width of the localiser's output mask
+_AGREE_IOU = 0.9  # classical and learned quads this similar: keep the classical one
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
+    """IoU of two quads rasterised at work resolution."""
+    ma = np.zeros(size, np.uint8)
+    mb = np.zeros(size, np.uint8)
+    cv2.fillConvexPoly(ma, np.round(a).astype(np.int32), 1)
+    cv2.fillConvexPoly(mb, np.round(b).astype(np.int32), 1)
+    union = int(np.count_nonzero(ma | mb))
+    return int(np.count_nonzero(ma & mb)) / union if union else 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _localiser() -> Any:
+    """The int8 film localiser (kiosk.model.runtime.TFLiteModel), or None if not shipped."""
+    if not LOCALISER_MANIFEST.is_file():
+        return None
+    from kiosk.model.runtime import TFLiteModel
+
+    return TFLiteModel.from_manifest(LOCALISER_MANIFEST, threads=2)
+
+
+def _learned_detection(
+    model: Any, photo: np.ndarray, work_hw: tuple[int, int]
+) -> _Detection | None:
+    """Film quad (work-resolution pixels) from the localiser's mask."""
+    spec = model.manifest.input
+    small = _shrink(photo, (spec.width, spec.height)).astype(np.float32)
+    tensor = (small - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    prob = model.run(tensor[None])["mask"][0, ..., 0]
+    mh, mw = prob.shape
+    mask = (prob > 0.5).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    if n <= 1:
+        return None
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[biggest, cv2.CC_STAT_AREA] < _MIN_FILM_AREA * mh * mw:
+        return None
+    det = _component_quad(labels == biggest, (mh, mw))
+    if det is None:
+        return None
+    wh, ww = work_hw
+    quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
+    return _Detection(quad.astype(np.float32), det.fill, det.area_fraction)
 
 
 def check_digital(image: np.ndarray) -> Quality:

@@ -5,7 +5,7 @@ order light travels:
 
 1. **Film.** The digital image (bone bright) becomes optical density through an H&D-like
    characteristic curve: a logistic in "log exposure" ``1 - v`` (``v`` = digital grey in 0..1)
-   rescaled so the brightest digital pixel gets the base+fog density and the darkest gets the
+   rescaled so digital white (v = 1) gets the base+fog density and digital black (v = 0) the
    maximum density. The film base is larger than the image: a clear margin of base+fog density
    (nearly as bright as the lightbox, the hard case for a detector) surrounds the image.
 2. **Lightbox.** A diffuse panel with its own luminance field: fluorescent tube banding (a

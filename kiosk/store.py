@@ -378,12 +378,15 @@ class Store:
         row["has_features"] = features is not None
         row["findings"] = [
             dict(f)
-            for f in self.db.table("findings").rows_where("result_id = ?", [row["id"]], order_by="rowid")
+            for f in self.db.table("findings").rows_where(
+                "result_id = ?", [row["id"]], order_by="rowid"
+            )
         ]
         for f in row["findings"]:
             f["positive"] = bool(f["positive"])
         row["diagnoses"] = {
-            d["code"]: d for d in self.db.table("diagnoses").rows_where("result_id = ?", [row["id"]])
+            d["code"]: d
+            for d in self.db.table("diagnoses").rows_where("result_id = ?", [row["id"]])
         }
         return row
 

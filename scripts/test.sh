@@ -34,3 +34,5 @@ ruff check .
 ruff format --check .
 mypy kiosk
 python -m pytest "$@"
+# The runtime on Raspberry Pi OS's numpy 1.24, in a venv of its own (see the script).
+bash scripts/check-numpy124.sh

@@ -49,9 +49,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     return Scored(folder, accepted, np.array(logits), rejected)
 
 
-def _write_csv(
-    scored: Scored, name: str, label_fn: Callable[[np.ndarray], np.ndarray]
-) -> Path:
+def _write_csv(scored: Scored, name: str, label_fn: Callable[[np.ndarray], np.ndarray]) -> Path:
     """Label the accepted photos; rejected ones stay in the CSV (the CLI must skip them)."""
     labels = label_fn(scored.logits)
     rows = ["path,pneumonia"]

@@ -193,3 +193,25 @@ def test_reference_of_another_framing_is_ignored_not_fatal() -> None:
     res = rectify(shot.image, reference)
     assert res.corners is not None
     assert res.quality.metrics["reference_used"] == 0.0
+
+
+def _localiser_or_skip() -> None:
+    from kiosk import rectify as rect
+
+    if not rect.LOCALISER_MANIFEST.is_file():
+        pytest.skip(f"film localiser not shipped ({rect.LOCALISER_MANIFEST} missing)")
+
+
+@pytest.mark.parametrize("method", ["learned", "combined"])
+def test_learned_localiser_finds_the_film(method: str) -> None:
+    _localiser_or_skip()
+    for seed in (20, 21, 22):
+        rng = np.random.default_rng(seed)
+        params = _scene(seed, difficulty=0.6, glare_strength=0.0)
+        shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+        assert shot.corners is not None
+        res = rectify(shot.image, method=method)
+        assert res.corners is not None, res.quality
+        assert _corner_error_fraction(res.corners, shot.corners) < 0.01
+    empty = rectify(render(None, _scene(1), np.random.default_rng(1), SIZE).image, method=method)
+    assert "no_film" in empty.quality.flags

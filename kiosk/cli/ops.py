@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -54,9 +55,8 @@ def bench(obj: CliContext, runs: int, soak: int, engines: bool, as_json: bool) -
                 f"engine comparison needs the train extra ({exc})",
                 "pip install 'lightbox-kiosk[train]'",
             ) from exc
-        report["engines"] = [
-            e.to_dict() for e in compare_engines(runs=runs, threads=obj.config.threads)
-        ]
+        timings = compare_engines(runs=runs, threads=obj.config.threads)
+        report["engines"] = [dataclasses.asdict(e) for e in timings]
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 

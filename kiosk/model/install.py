@@ -63,7 +63,9 @@ def _read_state(folder: Path) -> dict[str, object]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{path} is damaged ({exc})", "delete it to use the bundled model") from exc
+        raise ModelError(
+            f"{path} is damaged ({exc})", "delete it to use the bundled model"
+        ) from exc
     state.setdefault("history", [])
     return dict(state)
 

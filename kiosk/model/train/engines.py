@@ -154,6 +154,7 @@ def compare_engines(
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from kiosk.model.manifest import Manifest
     from kiosk.model.preprocess import prepare
@@ -214,9 +215,11 @@ def compare_engines(
                 nxt = next(self.it, None)
                 return None if nxt is None else {"image": nxt}
 
+        pre = Path(tmp) / "model.pre.onnx"
+        quant_pre_process(str(fp32), str(pre))
         int8 = Path(tmp) / "model.int8.onnx"
         quantize_static(
-            str(fp32),
+            str(pre),
             str(int8),
             Reader(),
             quant_format=QuantFormat.QDQ,
