@@ -110,6 +110,10 @@ class KioskConfig(Section):
     # Model id: models_dir/<model>.json, unless a model was installed with `kiosk model install`.
     model: str = "cxr-pneumonia-effl0"
     threads: int = Field(default=2, ge=1, le=16)
+    # Reject images whose model features are far from the training X-rays ("not a chest
+    # X-ray"). Switch off only to look at synthetic films (the demo does) or while
+    # investigating false rejections on a new film type.
+    ood_gate: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     camera: CameraConfig = Field(default_factory=CameraConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)

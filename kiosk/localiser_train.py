@@ -89,13 +89,13 @@ def _build_model(tf: Any) -> Any:
         x = layers.BatchNormalization()(x)
         return layers.ReLU(6.0)(x)
 
-    c1 = conv(inp, 16, 2)  # 72x128
-    c2 = conv(conv(c1, 24, 2), 24)  # 36x64
-    c3 = conv(conv(c2, 32, 2), 32)  # 18x32
-    c4 = conv(conv(c3, 48, 2), 48, dilation=2)  # 9x16, wide context
-    u3 = conv(layers.Concatenate()([layers.UpSampling2D(2)(c4), c3]), 32)
-    u2 = conv(layers.Concatenate()([layers.UpSampling2D(2)(u3), c2]), 24)
-    u1 = conv(layers.Concatenate()([layers.UpSampling2D(2)(u2), c1]), 16)
+    c1 = conv(inp, 8, 2)  # 72x128
+    c2 = conv(c1, 16, 2)  # 36x64
+    c3 = conv(conv(c2, 24, 2), 24)  # 18x32
+    c4 = conv(conv(c3, 32, 2), 32, dilation=2)  # 9x16, wide context
+    u3 = conv(layers.Concatenate()([layers.UpSampling2D(2)(c4), c3]), 24)
+    u2 = conv(layers.Concatenate()([layers.UpSampling2D(2)(u3), c2]), 16)
+    u1 = conv(layers.Concatenate()([layers.UpSampling2D(2)(u2), c1]), 8)
     out = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(u1)
     return tf.keras.Model(inp, out, name="film_localiser")
 
@@ -195,8 +195,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="Train the int8 film localiser")
     parser.add_argument("--out", type=Path, default=Path("models"))
-    parser.add_argument("--n-images", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--n-images", type=int, default=1600)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

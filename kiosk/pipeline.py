@@ -149,7 +149,7 @@ class Pipeline:
         rig = RigReference.load(config.data_dir / "rig")
         ood = None
         ood_file = classifier.manifest.ood.get("file")
-        if ood_file:
+        if ood_file and config.ood_gate:
             ood = OodDetector.load(classifier.manifest.path.parent / str(ood_file))
         return cls(
             classifier,

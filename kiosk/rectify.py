@@ -622,8 +622,8 @@ def rectify(
     ``reference`` (the empty lightbox at this exposure) makes the density measurement exact;
     without it the lightbox is estimated from what is visible around the film.
     ``method``: "classical" (lightbox model + dark region + line fits), "learned" (the int8
-    localiser's mask), "combined" (classical, unless it finds nothing or a quad that disagrees
-    with the localiser's) or "auto" (``AUTO_METHOD``, the best on the benchmark). Every method
+    localiser's mask), "combined" (classical; the localiser's quad when the classical detector
+    finds nothing) or "auto" (``AUTO_METHOD``, the best on the benchmark). Every method
     refines the corners at full resolution with the same edge profiles.
     """
     if method not in METHODS:
@@ -674,12 +674,8 @@ def rectify(
     else:
         metrics_learned = 0.0
     learned_half = 0.0
-    if learned is not None and (
-        det is None
-        or det.fill < _MIN_FILL
-        or _overlap(det.quad_work, learned.quad_work, (wh, ww)) < _AGREE_IOU
-    ):
-        # the classical detector found nothing, or something else than the localiser did
+    if learned is not None and (det is None or det.fill < _MIN_FILL):
+        # the classical detector found nothing: take the localiser's quad
         det = learned
         learned_half = 1.5 * W / _LOCALISER_MASK_W + 4.0
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
@@ -812,17 +808,6 @@ def rectify(
 
 
 _LOCALISER_MASK_W = 128  # width of the localiser's output mask
-_AGREE_IOU = 0.9  # classical and learned quads this similar: keep the classical one
-
-
-def _overlap(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
-    """IoU of two quads rasterised at work resolution."""
-    ma = np.zeros(size, np.uint8)
-    mb = np.zeros(size, np.uint8)
-    cv2.fillConvexPoly(ma, np.round(a).astype(np.int32), 1)
-    cv2.fillConvexPoly(mb, np.round(b).astype(np.int32), 1)
-    union = int(np.count_nonzero(ma | mb))
-    return int(np.count_nonzero(ma & mb)) / union if union else 0.0
 
 
 @functools.lru_cache(maxsize=1)

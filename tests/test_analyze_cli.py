@@ -16,6 +16,8 @@ from images import photo, write_mixed_folder
 
 from kiosk.imageio import encode_jpeg
 
+pytestmark = pytest.mark.usefixtures("synthetic_films")
+
 
 def run_kiosk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

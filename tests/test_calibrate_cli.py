@@ -18,6 +18,8 @@ from kiosk.config import load_config
 from kiosk.imageio import encode_jpeg
 from kiosk.pipeline import Pipeline
 
+pytestmark = pytest.mark.usefixtures("synthetic_films")
+
 N_PHOTOS = 44
 
 
@@ -33,7 +35,7 @@ class Scored:
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     """Simulated photos and the model's logits on those the rectifier accepts."""
     folder = tmp_path_factory.mktemp("labelled")
-    config = load_config(env={"KIOSK_DATA_DIR": str(folder / "unused")})
+    config = load_config(env={"KIOSK_DATA_DIR": str(folder / "unused"), "KIOSK_OOD_GATE": "0"})
     pipeline = Pipeline.from_config(config, load_classifier(config), None)
     accepted, logits, rejected = [], [], []
     for i in range(N_PHOTOS):

@@ -120,7 +120,10 @@ def test_quantisation_uses_tensor_parameters(bundled_manifest: Path) -> None:
     tensor = model.input
     if not tensor.quantized:
         pytest.skip("bundled model input is float")
-    values = np.array([-1.0, 0.0, 0.5, 1.0], dtype=np.float32)
+    info = np.iinfo(tensor.dtype)
+    lo = (info.min - tensor.zero_point) * tensor.scale
+    hi = (info.max - tensor.zero_point) * tensor.scale
+    values = np.array([lo, 0.0, 0.37 * hi, hi], dtype=np.float32)
     q = quantize(values, tensor)
     assert q.dtype == tensor.dtype
     back = dequantize(q, tensor)

@@ -306,3 +306,14 @@ def test_cli_imports_no_heavy_frameworks_and_evaluate_needs_data(tmp_path: Path)
     result = CliRunner().invoke(evaluate_command, ["--data", str(tmp_path / "absent")])
     assert result.exit_code != 0
     assert "is not there" in result.output and "--data" in result.output
+
+
+def test_mac_count_of_lite0_matches_the_published_size() -> None:
+    pytest.importorskip("torch", reason="counting MACs builds the PyTorch model (`train` extra)")
+    from kiosk.model.train.engines import count_macs
+
+    # EfficientNet-Lite0 at 224 px is published as about 0.39 G multiply-adds (1000 classes);
+    # with one output the classifier adds only 1280 of them.
+    macs = count_macs(224, 1)
+    assert 3.7e8 < macs < 4.0e8
+    assert count_macs(224, 1000) - macs == 1280 * 999

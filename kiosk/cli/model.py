@@ -128,14 +128,16 @@ def rollback(obj: CliContext) -> None:
 
 
 def _add_training_commands() -> None:
-    try:
-        from kiosk.cli import model_train
-    except ImportError:
-        return
-    for name in ("train", "export", "evaluate", "engines"):
-        command = getattr(model_train, name, None)
-        if isinstance(command, click.Command):
-            model.add_command(command, name)
+    # Training needs the `train` extra; its commands import torch/TensorFlow only when run.
+    from kiosk.cli import model_train
+
+    for name, command in (
+        ("train", model_train.train_command),
+        ("export", model_train.export_command),
+        ("evaluate", model_train.evaluate_command),
+        ("engines", model_train.engines_command),
+    ):
+        model.add_command(command, name)
 
 
 _add_training_commands()

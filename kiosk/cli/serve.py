@@ -29,6 +29,11 @@ def serve(obj: CliContext, demo: bool, host: str | None, port: int | None) -> No
         config.camera.backend = "simulator"
         config.models_dir = BUNDLED_MODELS_DIR
         config.web.local_autologin = True
+        if config.camera.folder is None:
+            # The simulator's films are drawn phantoms, not X-rays: the out-of-distribution
+            # gate would (rightly) reject them all. Point camera.folder at real digital
+            # X-rays to see the demo with the gate on.
+            config.ood_gate = False
     if host is not None:
         config.web.host = host
     if port is not None:

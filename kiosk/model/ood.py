@@ -1,8 +1,12 @@
 """The "is this a chest X-ray at all?" gate: Mahalanobis distance in a PCA of model features.
 
 Fitted on the pooled features of the training X-rays: the features are centred, projected on
-the first ``k`` principal components and scaled by each component's standard deviation, so the
-distance is the Mahalanobis distance within that subspace. The threshold is a high percentile
+the first ``k`` principal components and scaled by each component's standard deviation (the
+Mahalanobis distance within that subspace). What the subspace cannot explain counts too: the
+residual is scaled by the average variance of the discarded components, as in probabilistic
+PCA, so an image whose features leave the subspace is not missed. The distance is the square
+root of the sum of both, divided by the feature dimension's square root so it stays near 1 for
+typical training images. The threshold is a high percentile
 of the distances of the *validation* X-rays (images the fit never saw), so about
 ``100 - percentile`` percent of real X-rays are flagged by construction and anything far from
 them (a photo of a hand, a screen, the empty lightbox) lands far above it.
@@ -34,6 +38,7 @@ class OodDetector:
     components: np.ndarray  # (k, D), orthonormal rows
     std: np.ndarray  # (k,) standard deviation along each component
     threshold: float
+    residual_std: float = 0.0  # std of the residual per discarded dimension; 0 = ignore it
 
     @property
     def feature_dim(self) -> int:
@@ -58,7 +63,10 @@ class OodDetector:
         _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
         std = s[:components] / np.sqrt(x.shape[0] - 1)
         std = np.maximum(std, 1e-6 * max(float(std[0]), 1e-12))
-        det = cls(mean, vt[:components].copy(), std, float("inf"))
+        rest = s[components:] ** 2 / (x.shape[0] - 1)
+        dims_left = max(x.shape[1] - components, 1)
+        residual_std = float(np.sqrt(max(rest.sum() / dims_left, 1e-12)))
+        det = cls(mean, vt[:components].copy(), std, float("inf"), residual_std)
         dist = det.distances(val_features)
         threshold = float(np.percentile(dist, percentile))
         logger.info(
@@ -68,7 +76,7 @@ class OodDetector:
             percentile,
             len(dist),
         )
-        return cls(mean, det.components, std, threshold)
+        return cls(mean, det.components, std, threshold, residual_std)
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Distances of a batch (N, D) of feature vectors."""
@@ -81,8 +89,14 @@ class OodDetector:
                 f"({self.feature_dim},): the OOD file belongs to another model",
                 "refit the OOD reference for this model (`kiosk model export`)",
             )
-        z = (f - self.mean) @ self.components.T / self.std
-        return np.sqrt((z * z).sum(axis=1))
+        centred = f - self.mean
+        proj = centred @ self.components.T
+        z = proj / self.std
+        total = (z * z).sum(axis=1)
+        if self.residual_std > 0:
+            residual = centred - proj @ self.components
+            total = total + (residual * residual).sum(axis=1) / self.residual_std**2
+        return np.sqrt(total / self.feature_dim)
 
     def distance(self, features: np.ndarray) -> float:
         """Distance of one feature vector (D,)."""
@@ -101,6 +115,7 @@ class OodDetector:
             components=self.components.astype(np.float32),
             std=self.std.astype(np.float32),
             threshold=np.float64(self.threshold),
+            residual_std=np.float64(self.residual_std),
         )
         return Path(path)
 
@@ -115,6 +130,7 @@ class OodDetector:
                 comps = data["components"].astype(np.float64)
                 std = data["std"].astype(np.float64)
                 threshold = float(data["threshold"])
+                residual_std = float(data["residual_std"])
         except FileNotFoundError as exc:
             raise ModelError(
                 f"OOD reference {path} does not exist", "reinstall the model files"
@@ -132,4 +148,4 @@ class OodDetector:
                 f"std {std.shape}, mean {mean.shape})",
                 "reinstall the model files",
             )
-        return cls(mean, comps, std, threshold)
+        return cls(mean, comps, std, threshold, residual_std)

@@ -4,9 +4,9 @@ Engines: LiteRT int8 and float32 (the committed ``.tflite`` files), ONNX Runtime
 int8 (static QDQ quantisation, calibrated on training images or, when the data set is absent,
 on synthetic grey images), and PyTorch float32. ONNX and PyTorch artefacts are made on the fly
 from the committed PyTorch weights, so every engine runs the very same weights. Each engine gets
-warm-up runs and then ``runs`` single-image inferences; the median is reported with its ratio
-to LiteRT int8. The multiply-accumulate count turns a time into achieved GMAC/s, which can be
-compared with what the CPU could do at best.
+warm-up runs and then ``runs`` single-image inferences, timed in alternating blocks; the median
+is reported with its ratio to LiteRT int8. The multiply-accumulate count turns a time into
+achieved GMAC/s, which can be compared with what the CPU could do at best.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_ID = "cxr-pneumonia-effl0"
 WARMUP_RUNS = 5
+SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,25 @@ def count_macs(image_size: int = 224, num_classes: int = 1) -> int:
     return total
 
 
-def _time_interleaved(runners: list[Callable[[], Any]], runs: int) -> list[list[float]]:
-    """Warm every runner up, then time them round-robin so load changes hit all alike."""
+def _time_rounds(runners: list[Callable[[], Any]], runs: int, rounds: int = 5) -> list[list[float]]:
+    """Time the runners in ``rounds`` alternating blocks so load changes hit all alike.
+
+    Each block starts after a pause: PyTorch (OpenMP) and ONNX Runtime worker threads
+    spin-wait for a while after their last run and would otherwise steal the CPU from the
+    engine timed next.
+    """
     for fn in runners:
         for _ in range(WARMUP_RUNS):
             fn()
     out: list[list[float]] = [[] for _ in runners]
-    for _ in range(runs):
+    per_block = max(1, -(-runs // rounds))
+    for _ in range(rounds):
         for k, fn in enumerate(runners):
-            t0 = time.perf_counter()
-            fn()
-            out[k].append((time.perf_counter() - t0) * 1000.0)
+            time.sleep(SETTLE_S)
+            for _ in range(min(per_block, runs - len(out[k]))):
+                t0 = time.perf_counter()
+                fn()
+                out[k].append((time.perf_counter() - t0) * 1000.0)
     return out
 
 
@@ -244,7 +253,7 @@ def compare_engines(
                 net(xt)
 
         runners.append(("PyTorch", "float32", run_torch))
-        times = _time_interleaved([fn for _, _, fn in runners], runs)
+        times = _time_rounds([fn for _, _, fn in runners], runs)
     results = [(e, p, ms) for (e, p, _), ms in zip(runners, times, strict=True)]
 
     base = statistics.median(results[0][2])

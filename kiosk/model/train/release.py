@@ -138,13 +138,7 @@ def build_release(
     ood_path = Path(out_dir) / f"{model_id}.ood.npz"
     det.save(ood_path)
     flagged = float(np.mean(det.distances(val_out.features) > det.threshold))
-    ood = {
-        "file": ood_path.name,
-        "threshold": round(det.threshold, 4),
-        "components": ood_components,
-        "percentile": ood_percentile,
-        "fitted_on": "int8 features of the training split; threshold from the validation split",
-    }
+    ood = _ood_entry(ood_path, det, ood_components, ood_percentile)
     update_manifest(result.int8_manifest, thresholds, ood)
     # The float32 model has slightly different features: it keeps the int8 thresholds for a
     # like-for-like comparison but gets no OOD reference of its own.
@@ -156,3 +150,44 @@ def build_release(
         det.threshold,
     )
     return ReleaseResult(result, tuple(thresholds), ood_path, det.threshold, flagged)
+
+
+def refit_ood(
+    manifest_path: Path,
+    split_csv: Path,
+    data_root: Path,
+    *,
+    components: int = 32,
+    percentile: float = 99.5,
+    threads: int = 2,
+) -> tuple[Path, float, float]:
+    """Refit only the OOD reference of a built release; returns (path, threshold, val flagged)."""
+    man = Manifest.load(manifest_path)
+    samples = read_split_csv(split_csv, data_root)
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val"]
+    size = man.input.height
+    train_out = run_model(manifest_path, load_grey(train, size), threads)
+    val_out = run_model(manifest_path, load_grey(val, size), threads)
+    det = OodDetector.fit(
+        train_out.features, val_out.features, min(components, len(train) - 1), percentile
+    )
+    ood_path = manifest_path.parent / f"{man.id}.ood.npz"
+    det.save(ood_path)
+    flagged = float(np.mean(det.distances(val_out.features) > det.threshold))
+    update_manifest(
+        manifest_path,
+        [f.threshold for f in man.findings],
+        _ood_entry(ood_path, det, components, percentile),
+    )
+    return ood_path, det.threshold, flagged
+
+
+def _ood_entry(path: Path, det: OodDetector, components: int, percentile: float) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "threshold": round(det.threshold, 4),
+        "components": components,
+        "percentile": percentile,
+        "fitted_on": "int8 features of the training split; threshold from the validation split",
+    }

@@ -1,0 +1,78 @@
+"""The shipped model on real chest X-rays from the held-back split (needs ../shared data).
+
+Images are read from ../shared at test time and never written into the repository; photos
+of them are rendered into the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from images import colourful, digital
+from test_analyze_cli import lines, run_kiosk
+
+from kiosk import simulate
+from kiosk.imageio import encode_jpeg, encode_png, read_image
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT = REPO / "models" / "cxr-pneumonia-effl0.split.csv"
+
+
+def _holdout(kermany: Path, per_class: int) -> list[tuple[Path, int]]:
+    with SPLIT.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "holdout"]
+    rng = np.random.default_rng(0)
+    out = []
+    for label in ("NORMAL", "PNEUMONIA"):
+        chosen = [r for r in rows if r["label"] == label]
+        for i in rng.choice(len(chosen), per_class, replace=False):
+            out.append((kermany / chosen[i]["filename"], int(label == "PNEUMONIA")))
+    return out
+
+
+def test_real_digital_xrays_pass_the_gate_and_rank(kermany: Path, data_dir: Path) -> None:
+    cases = _holdout(kermany, 4)
+    proc = run_kiosk("analyze", "--json", "--input", "digital", *(str(p) for p, _ in cases))
+    assert proc.returncode == 0, proc.stderr
+    out = lines(proc.stdout)
+    assert all(o["status"] == "ok" for o in out), [o["reason"] for o in out]
+    probs = np.array([o["findings"][0]["probability"] for o in out])
+    labels = np.array([y for _, y in cases])
+    assert probs[labels == 1].mean() > probs[labels == 0].mean()
+
+
+def test_photographed_real_films_are_rectified_and_analysed(
+    kermany: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    paths, truths = [], []
+    for i, (path, _) in enumerate(_holdout(kermany, 3)):
+        film = read_image(path).pixels
+        rendering = simulate.render(film, simulate.random_params(rng, difficulty=0.3), rng)
+        out = tmp_path / f"photo{i}.jpg"
+        out.write_bytes(encode_jpeg(rendering.image, quality=92))
+        paths.append(str(out))
+        truths.append(rendering.corners)
+    proc = run_kiosk("analyze", "--json", "--input", "photo", *paths)
+    assert proc.returncode == 0, proc.stderr
+    out = lines(proc.stdout)
+    ok = [(o, t) for o, t in zip(out, truths, strict=True) if o["status"] == "ok"]
+    assert len(ok) >= 5, [o["reason"] for o in out]
+    for o, truth in ok:
+        diagonal = float(np.linalg.norm(truth[2] - truth[0]))
+        error = np.linalg.norm(np.array(o["corners"]) - truth, axis=1).max()
+        assert error < 0.01 * diagonal
+
+
+def test_gate_rejects_what_is_not_a_chest_xray(
+    kermany: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "phantom.png").write_bytes(encode_png(digital(3)))
+    (tmp_path / "holiday.jpg").write_bytes(encode_jpeg(colourful(3)))
+    proc = run_kiosk("analyze", "--json", "--input", "digital", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for o in lines(proc.stdout):
+        assert o["status"] == "rejected", o
+        assert "not_xray" in o["quality"]["flags"]
