@@ -28,8 +28,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
     monkeypatch.setenv("KIOSK_DATA_DIR", str(path))
-    if os.environ.get("LBK_DEV_MODEL"):  # TEMP: remove before commit
-        monkeypatch.setenv("KIOSK_MODEL", os.environ["LBK_DEV_MODEL"])
     yield path
 
 
@@ -44,9 +42,6 @@ def synthetic_films(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def bundled_manifest() -> Path:
     """The shipped default model; it is part of the repository, so it must be there."""
-    dev = os.environ.get("LBK_DEV_MODEL")  # TEMP: remove before commit
-    if dev:
-        return Path(dev)
     assert BUNDLED_MANIFEST.is_file(), f"bundled model manifest missing: {BUNDLED_MANIFEST}"
     return BUNDLED_MANIFEST
 

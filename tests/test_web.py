@@ -5,6 +5,9 @@ A real SQLite store and the bundled model; results are real analyses of simulato
 
 from __future__ import annotations
 
+# The simulator places drawn phantom films, which the shipped model's "not a chest X-ray"
+# gate rightly rejects: these tests switch it off (ood_gate=False); tests/test_real_xrays.py
+# checks the gate on real images.
 import io
 import re
 import stat
@@ -33,7 +36,7 @@ URL_ATTR = re.compile(r"""(?:src|href|action)\s*=\s*["']([^"']+)["']""", re.IGNO
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """One appliance with users of every role, one analysed film and some rejected results."""
     data_dir = tmp_path_factory.mktemp("web") / "data"
-    appliance = Appliance.open(KioskConfig(data_dir=data_dir))
+    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=data_dir))
     store = appliance.store
     for role in auth.ROLES:
         auth.add_user(store, role, role, PASSWORD)
@@ -112,7 +115,7 @@ def test_pages_need_sign_in_and_the_api_answers_401(client: FlaskClient, seeded:
 
 
 def test_first_start_says_how_to_create_a_user(tmp_path: Path) -> None:
-    appliance = Appliance.open(KioskConfig(data_dir=tmp_path / "fresh"))
+    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=tmp_path / "fresh"))
     try:
         page = create_app(appliance, testing=True).test_client().get("/login")
         text = page.get_data(as_text=True)
@@ -234,7 +237,9 @@ def test_security_headers_and_cookie_flags(app: Flask) -> None:
 
 
 def test_secure_cookie_when_configured(tmp_path: Path) -> None:
-    config = KioskConfig(data_dir=tmp_path / "d", web=WebConfig(secure_cookies=True))
+    config = KioskConfig(
+        ood_gate=False, data_dir=tmp_path / "d", web=WebConfig(secure_cookies=True)
+    )
     appliance = Appliance.open(config)
     try:
         response = create_app(appliance, testing=True).test_client().get("/login")
@@ -283,7 +288,9 @@ def test_no_inline_scripts_and_no_external_urls(app: Flask, seeded: dict) -> Non
 def test_autologin_only_from_loopback_and_only_when_configured(tmp_path: Path) -> None:
     for enabled in (True, False):
         config = KioskConfig(
-            data_dir=tmp_path / f"auto{enabled}", web=WebConfig(local_autologin=enabled)
+            ood_gate=False,
+            data_dir=tmp_path / f"auto{enabled}",
+            web=WebConfig(local_autologin=enabled),
         )
         appliance = Appliance.open(config)
         try:
@@ -530,7 +537,7 @@ def test_cli_user_and_token_commands(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_calibration_fit_activate_diagram_and_roll_back(tmp_path: Path) -> None:
-    appliance = Appliance.open(KioskConfig(data_dir=tmp_path / "cal"))
+    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=tmp_path / "cal"))
     try:
         store, manifest = appliance.store, appliance.pipeline.manifest
         codes = [f.code for f in manifest.findings]

@@ -60,12 +60,7 @@ COMMAND_MODULES = ("analyze", "calibrate", "model", "ops", "serve", "sync", "use
 
 def _register() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"kiosk.cli.{name}")
-        except ModuleNotFoundError as exc:  # TEMP during development
-            if exc.name != f"kiosk.cli.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"kiosk.cli.{name}")
         for command in module.COMMANDS:
             cli.add_command(command)
 
