@@ -175,7 +175,16 @@ def train_localiser(out_dir: Path, n_images: int, epochs: int, seed: int) -> Pat
                 f"seed={seed}); final val loss (BCE + Dice) {val_loss:.4f}"
             ),
         },
-        "licence": "Apache-2.0 (weights trained by the project on synthetic renderings)",
+        "licence": (
+            "Weights trained from scratch by the project on simulator renderings"
+            + (
+                " of phantom chests and of Kermany et al. 2018 images (CC BY 4.0, "
+                "doi:10.17632/rscbjbr9sj.2)"
+                if _KERMANY.is_dir()
+                else " of phantom chests"
+            )
+            + "; see the model card."
+        ),
         "card": "film-localiser.md",
     }
     manifest_path = out_dir / MANIFEST_FILE

@@ -37,7 +37,9 @@ photo = simulate.render(digital, simulate.random_params(rng, difficulty=0.2), rn
 atomic_write_bytes(work / "in" / "photo.jpg", encode_jpeg(photo))
 PY
 "$VENV/bin/kiosk" model verify
-"$VENV/bin/kiosk" analyze --json "$WORK/in" > "$WORK/out.jsonl"
+# The inputs are drawn phantoms, which the "not a chest X-ray" gate rightly rejects; switch
+# it off here so the whole path (inference, findings, storage) runs on numpy 1.24.
+KIOSK_OOD_GATE=false "$VENV/bin/kiosk" analyze --json "$WORK/in" > "$WORK/out.jsonl"
 "$VENV/bin/python" - "$WORK/out.jsonl" <<'PY'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
@@ -45,6 +47,8 @@ assert len(lines) == 2, lines
 for line in lines:
     assert line["status"] in ("ok", "rejected"), line
     assert line["result_id"], line
+digital = next(l for l in lines if l["input"] == "digital")
+assert digital["status"] == "ok" and digital["findings"][0]["code"] == "pneumonia", digital
 print("analyze on numpy 1.24:", [(l["input"], l["status"]) for l in lines])
 PY
 echo "numpy 1.24 check passed"
