@@ -73,6 +73,7 @@ FILM_HIGHLIGHT_TARGET_LINEAR = 0.8  # film's 99th percentile in the shortest bra
 FILM_HIGHLIGHT_PERCENTILE = 99.0
 FILM_EV_RANGE = (-4.0, 6.0)
 BRACKET_MIN_STEP_EV = 0.25  # film frames closer than this to the base exposure are dropped
+MERGE_BAND_ROWS = 256  # rows merged at a time (bounds the merge's memory)
 RIG_CLIP_PERCENTILE = 99.9
 RIG_MAX_LEVEL = 240
 RIG_MAX_STEPS = 8
@@ -276,6 +277,41 @@ def _relative_exposure(still: Still) -> float:
     return 2.0 ** float(ev) if isinstance(ev, float | int) else 1.0
 
 
+def _merge_band(
+    images: Sequence[np.ndarray],
+    relative: Sequence[float],
+    shortest: int,
+    longest: int,
+    white: float,
+) -> np.ndarray:
+    """Hat-weighted linear merge of the same rows of every bracket frame -> sRGB uint8 rows."""
+    acc = np.zeros(images[0].shape, np.float32)
+    weights = np.zeros(images[0].shape[:2], np.float32)
+    mid = (CLIP_LEVEL + BLACK_LEVEL) / 2.0
+    half = (CLIP_LEVEL - BLACK_LEVEL) / 2.0
+    for image, rel in zip(images, relative, strict=True):
+        peak = image.max(axis=2).astype(np.float32)
+        low = image.min(axis=2).astype(np.float32)
+        # hat weight: 1 in mid-tones, 0 at black and at clipping (any channel), x exposure
+        w = np.clip(1.0 - np.abs(peak - mid) / half, 0.0, 1.0)
+        w[low <= BLACK_LEVEL] *= 0.05  # nearly no signal, kept only as a last resort
+        w[peak >= CLIP_LEVEL] = 0.0
+        w *= np.float32(rel)
+        acc += SRGB_TO_LINEAR[image] * (w / np.float32(rel))[..., None]
+        weights += w
+    # pixels no frame measured well: clipped everywhere -> shortest, black everywhere -> longest
+    empty = weights <= 1e-6
+    if empty.any():
+        clipped = images[shortest].max(axis=2) >= CLIP_LEVEL
+        source_short = SRGB_TO_LINEAR[images[shortest]] / np.float32(relative[shortest])
+        source_long = SRGB_TO_LINEAR[images[longest]] / np.float32(relative[longest])
+        fill = np.where(clipped[..., None], source_short, source_long)
+        acc[empty] = fill[empty]
+        weights[empty] = 1.0
+    merged = acc / weights[..., None]
+    return linear_to_srgb(merged / np.float32(white))
+
+
 def merge_bracket(stills: Sequence[Still]) -> Still:
     """Merge differently exposed stills of one scene into one RGB uint8 still (linear light).
 
@@ -298,33 +334,14 @@ def merge_bracket(stills: Sequence[Still]) -> Still:
     relative = [e / ref for e in exposures]
     shortest = int(np.argmin(relative))
     longest = int(np.argmax(relative))
-    acc = np.zeros(stills[0].image.shape, np.float32)
-    weights = np.zeros(stills[0].image.shape[:2], np.float32)
-    mid = (CLIP_LEVEL + BLACK_LEVEL) / 2.0
-    half = (CLIP_LEVEL - BLACK_LEVEL) / 2.0
-    for still, rel in zip(stills, relative, strict=True):
-        image = still.image
-        peak = image.max(axis=2).astype(np.float32)
-        low = image.min(axis=2).astype(np.float32)
-        # hat weight: 1 in mid-tones, 0 at black and at clipping (any channel), x exposure
-        w = np.clip(1.0 - np.abs(peak - mid) / half, 0.0, 1.0)
-        w[low <= BLACK_LEVEL] *= 0.05  # nearly no signal, kept only as a last resort
-        w[peak >= CLIP_LEVEL] = 0.0
-        w *= np.float32(rel)
-        acc += SRGB_TO_LINEAR[image] * (w / np.float32(rel))[..., None]
-        weights += w
-    # pixels no frame measured well: clipped everywhere -> shortest, black everywhere -> longest
-    empty = weights <= 1e-6
-    if empty.any():
-        clipped = stills[shortest].image.max(axis=2) >= CLIP_LEVEL
-        source_short = SRGB_TO_LINEAR[stills[shortest].image] / np.float32(relative[shortest])
-        source_long = SRGB_TO_LINEAR[stills[longest].image] / np.float32(relative[longest])
-        fill = np.where(clipped[..., None], source_short, source_long)
-        acc[empty] = fill[empty]
-        weights[empty] = 1.0
-    merged = acc / weights[..., None]
     white = 1.0 / relative[shortest]  # linear value (EV0 units) that maps to 255
-    image = linear_to_srgb(merged / np.float32(white))
+    # Merged in bands of rows: four 12 MP frames in float32 at once would need ~600 MB, more
+    # than a 2 GB Pi can spare next to the model and the web server.
+    height = stills[0].image.shape[0]
+    image = np.empty_like(stills[0].image)
+    for r0 in range(0, height, MERGE_BAND_ROWS):
+        band = [st.image[r0 : r0 + MERGE_BAND_ROWS] for st in stills]
+        image[r0 : r0 + MERGE_BAND_ROWS] = _merge_band(band, relative, shortest, longest, white)
     metadata: dict[str, float | str] = dict(stills[ref_index].metadata)
     exposure_us = metadata.get(META_EXPOSURE_US)
     if isinstance(exposure_us, float | int):
