@@ -18,19 +18,18 @@ Files (in the data directory): ``rig-reference.npz`` (arrays) and ``rig-referenc
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from kiosk.errors import CameraError, KioskError
+from kiosk.imageio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -166,30 +165,6 @@ def order_corners(pts: np.ndarray) -> np.ndarray:
     return np.roll(pts, -start, axis=0).astype(np.float32)
 
 
-def _fsync_write(path: Path, write: Any) -> None:
-    """Write through ``write(fileobj)`` to a temp file next to ``path``, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass
 class RigReference:
     """Flat field and lit region of the empty lightbox, at one camera exposure."""
@@ -302,7 +277,9 @@ class RigReference:
             else np.asarray(self.lightbox_quad, np.float32)
         )
         flat = np.asarray(self.flat_field, np.float32)
-        _fsync_write(npz_path, lambda f: np.savez(f, flat_field=flat, lightbox_quad=quad))
+        buffer = io.BytesIO()
+        np.savez(buffer, flat_field=flat, lightbox_quad=quad)
+        atomic_write_bytes(npz_path, buffer.getvalue())
         meta = {
             "schema_version": SCHEMA_VERSION,
             "image_size": list(self.image_size),
@@ -312,7 +289,7 @@ class RigReference:
             "arrays": NPZ_NAME,
         }
         data = (json.dumps(meta, indent=2) + "\n").encode()
-        _fsync_write(json_path, lambda f: f.write(data))
+        atomic_write_bytes(json_path, data)
         logger.info("Saved rig reference to %s", json_path)
         return json_path
 
