@@ -234,21 +234,28 @@ def _storage_error(exc: BaseException, path: Path) -> StoreError:
     return StoreError(f"database error on {path}: {text}")
 
 
+def open_database(path: Path) -> sqlite_utils.Database:
+    """One shareable connection in WAL mode with foreign keys, for the kiosk's and the hub's
+    databases. Transactions are explicit (``isolation_level=None``); the caller serialises use
+    with a lock. Raises sqlite3.Error or OSError: callers turn them into errors a user can act on.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
 class Store:
     """The kiosk database. Safe to share between threads (one connection, one lock)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0
-            )
-            self.db = sqlite_utils.Database(conn)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db = open_database(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise _storage_error(exc, self.path) from exc
         self._lock = threading.RLock()

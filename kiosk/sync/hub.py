@@ -40,7 +40,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from kiosk.errors import StoreError, SyncError
-from kiosk.store import utcnow
+from kiosk.store import open_database, utcnow
 from kiosk.sync.payload import PayloadError, ResultPayload, parse_batch
 
 logger = logging.getLogger(__name__)
@@ -82,15 +82,7 @@ class HubStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0
-            )
-            self.db = sqlite_utils.Database(conn)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db = open_database(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
                 f"cannot open the hub database {self.path}: {exc}",
