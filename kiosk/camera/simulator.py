@@ -185,7 +185,8 @@ class SimulatorCamera:
                 try:
                     return read_image(path).pixels
                 except ImageError:
-                    logger.warning("simulator: cannot read %s, using a phantom", path)
+                    # No file name in the log: names of X-ray files can identify patients.
+                    logger.warning("simulator: an image in the folder is unreadable; phantom used")
         return simulate.phantom_chest(self._rng)
 
     def _run_demo_cycle(self) -> None:
