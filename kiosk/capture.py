@@ -114,11 +114,35 @@ def _srgb_to_linear_lut() -> np.ndarray:
 SRGB_TO_LINEAR = _srgb_to_linear_lut()
 
 
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """Linear 0..1 (clipped) -> sRGB-encoded uint8."""
-    x = np.clip(linear, 0.0, 1.0)
+def _hat_weight_lut() -> np.ndarray:
+    """Merge weight of an 8-bit level: 1 in mid-tones, falling to 0 at black and at clipping."""
+    levels = np.arange(256, dtype=np.float32)
+    mid = (CLIP_LEVEL + BLACK_LEVEL) / 2.0
+    half = (CLIP_LEVEL - BLACK_LEVEL) / 2.0
+    w = np.clip(1.0 - np.abs(levels - mid) / half, 0.0, 1.0).astype(np.float32)
+    w[levels >= CLIP_LEVEL] = 0.0
+    return w
+
+
+HAT_WEIGHT = _hat_weight_lut()
+
+
+def _linear_to_srgb_lut(levels: int = 65536) -> np.ndarray:
+    x = np.linspace(0.0, 1.0, levels)
     y = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
     return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+
+
+# 16-bit steps in linear light are finer than one 8-bit sRGB level even near black, and a
+# table lookup is several times faster than a power function on a 12 MP frame.
+LINEAR_TO_SRGB = _linear_to_srgb_lut()
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    """Linear 0..1 (clipped) -> sRGB-encoded uint8."""
+    scale = np.float32(LINEAR_TO_SRGB.size - 1)
+    index = (np.clip(linear, 0.0, 1.0) * scale + np.float32(0.5)).astype(np.uint16)
+    return LINEAR_TO_SRGB[index]
 
 
 def _detect_grey(frame: np.ndarray) -> np.ndarray:
@@ -287,18 +311,12 @@ def _merge_band(
     """Hat-weighted linear merge of the same rows of every bracket frame -> sRGB uint8 rows."""
     acc = np.zeros(images[0].shape, np.float32)
     weights = np.zeros(images[0].shape[:2], np.float32)
-    mid = (CLIP_LEVEL + BLACK_LEVEL) / 2.0
-    half = (CLIP_LEVEL - BLACK_LEVEL) / 2.0
     for image, rel in zip(images, relative, strict=True):
-        peak = image.max(axis=2).astype(np.float32)
-        low = image.min(axis=2).astype(np.float32)
-        # hat weight: 1 in mid-tones, 0 at black and at clipping (any channel), x exposure
-        w = np.clip(1.0 - np.abs(peak - mid) / half, 0.0, 1.0)
-        w[low <= BLACK_LEVEL] *= 0.05  # nearly no signal, kept only as a last resort
-        w[peak >= CLIP_LEVEL] = 0.0
-        w *= np.float32(rel)
-        acc += SRGB_TO_LINEAR[image] * (w / np.float32(rel))[..., None]
-        weights += w
+        # hat weight from the brightest channel (0 at clipping), 5% where any channel is black
+        w = HAT_WEIGHT[image.max(axis=2)]
+        w[image.min(axis=2) <= BLACK_LEVEL] *= np.float32(0.05)
+        acc += SRGB_TO_LINEAR[image] * w[..., None]  # weight x (value / rel) x rel
+        weights += w * np.float32(rel)
     # pixels no frame measured well: clipped everywhere -> shortest, black everywhere -> longest
     empty = weights <= 1e-6
     if empty.any():
