@@ -642,36 +642,38 @@ class Store:
             self._audit(db, actor, "calibration.activated", calibration_id, None)
 
     def rollback_calibration(self, model_sha256: str, *, actor: str = "cli") -> str | None:
-        """Re-activate the calibration that was active before the current one, by the audit log.
+        """Undo the last change of this model's active calibration; repeat to go further back.
 
-        Returns the id now active, or None when there was no earlier one (then none is active).
+        The audit log is the history: activations and "none" are pushed, roll-backs pop. Returns
+        the id now active, or None (raw model probabilities) when the history is exhausted.
         """
-        with self._lock:
+        short = model_sha256[:12]
+        with self.transaction() as db:
             ids = {
                 r["id"]
-                for r in self.db.query(
+                for r in db.query(
                     "select id from calibrations where model_sha256 = ?", [model_sha256]
                 )
             }
-            history = [
-                r["subject"]
-                for r in self.db.query(
-                    "select subject from audit where action = 'calibration.activated' order by id"
-                )
-                if r["subject"] in ids
-            ]
-            current = self.active_calibration(model_sha256)
-        current_id = current["id"] if current else None
-        previous = None
-        for cid in reversed(history):
-            if cid != current_id:
-                previous = cid
-                break
-        if previous is None:
-            self.deactivate_calibrations(model_sha256, actor=actor)
-            return None
-        self.activate_calibration(previous, actor=actor)
-        return previous
+            stack: list[str | None] = []
+            for row in db.query(
+                "select action, subject from audit where action like 'calibration.%' order by id"
+            ):
+                action, subject = row["action"], row["subject"]
+                if action == "calibration.activated" and subject in ids:
+                    stack.append(subject)
+                elif action == "calibration.deactivated" and subject == short:
+                    stack.append(None)
+                elif action == "calibration.rolled_back" and subject == short and stack:
+                    stack.pop()
+            if stack:
+                stack.pop()
+            target = stack[-1] if stack else None
+            db.execute("update calibrations set active = 0 where model_sha256 = ?", [model_sha256])
+            if target is not None:
+                db.execute("update calibrations set active = 1 where id = ?", [target])
+            self._audit(db, actor, "calibration.rolled_back", short, {"now_active": target})
+        return target
 
     def deactivate_calibrations(self, model_sha256: str, *, actor: str = "cli") -> None:
         """Use no calibration for this model (raw model probabilities)."""

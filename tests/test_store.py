@@ -143,3 +143,24 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError):
         Store(blocker / "k.db")
+
+
+def test_calibration_rollback_walks_the_history_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "k.db")
+    sha = "a" * 64
+    for cid in ("c1", "c2", "c3"):
+        store.save_calibration({"id": cid, "model_id": "m", "model_sha256": sha})
+    store.save_calibration({"id": "other", "model_id": "m2", "model_sha256": "b" * 64})
+    store.activate_calibration("c1")
+    store.activate_calibration("c2")
+    store.activate_calibration("other")
+    store.deactivate_calibrations(sha)
+    store.activate_calibration("c3")
+    assert store.rollback_calibration(sha) is None  # back to "no calibration"
+    assert store.active_calibration(sha) is None
+    assert store.rollback_calibration(sha) == "c2"
+    assert store.active_calibration(sha)["id"] == "c2"  # type: ignore[index]
+    assert store.rollback_calibration(sha) == "c1"
+    assert store.rollback_calibration(sha) is None
+    assert store.rollback_calibration(sha) is None  # nothing further back
+    assert store.active_calibration("b" * 64)["id"] == "other"  # type: ignore[index]

@@ -582,6 +582,13 @@ def test_calibration_fit_activate_diagram_and_roll_back(tmp_path: Path) -> None:
         client.post("/supervisor/calibration/deactivate", data={"csrf_token": token})
         assert appliance.pipeline.calibration is None
         assert store.active_calibration(manifest.sha256) is None
+        # Roll back: the one active before "no calibration" comes back, then none again.
+        client.post(
+            f"/supervisor/calibration/{calibration_id}/activate", data={"csrf_token": token}
+        )
+        client.post("/supervisor/calibration/rollback", data={"csrf_token": token})
+        assert appliance.pipeline.calibration is None
+        assert client.post("/supervisor/calibration/rollback").status_code == 400  # no CSRF
     finally:
         appliance.close()
 

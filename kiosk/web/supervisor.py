@@ -309,6 +309,19 @@ def activate(calibration_id: str) -> ResponseReturnValue:
     return redirect("/supervisor/calibration")
 
 
+@bp.post("/calibration/rollback")
+@require("supervisor")
+def rollback() -> ResponseReturnValue:
+    appliance = context().appliance
+    now = appliance.store.rollback_calibration(appliance.pipeline.manifest.sha256, actor=_actor())
+    _reload_pipeline()
+    if now is None:
+        flash("Rolled back: no calibration is active, new results show raw probabilities.", "ok")
+    else:
+        flash(f"Rolled back: calibration {now} is active again for new results.", "ok")
+    return redirect("/supervisor/calibration")
+
+
 @bp.post("/calibration/deactivate")
 @require("supervisor")
 def deactivate() -> ResponseReturnValue:
