@@ -5,7 +5,6 @@ This module only wires stages together; it contains no stage logic of its own.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +13,12 @@ from kiosk.camera.base import Camera, create_camera
 from kiosk.config import KioskConfig
 from kiosk.errors import ModelError
 from kiosk.model.classifier import Classifier
+from kiosk.model.install import active_manifest
 from kiosk.model.manifest import Manifest
 from kiosk.pipeline import Pipeline
 from kiosk.store import Store
 
 logger = logging.getLogger(__name__)
-
-ACTIVE_MODEL_FILE = "active.json"
 
 
 def installed_models_dir(config: KioskConfig) -> Path:
@@ -34,22 +32,9 @@ def resolve_manifest(config: KioskConfig) -> Path:
     An installed update (``<data_dir>/models/active.json`` naming a manifest) wins over the
     bundled ``models_dir/<model>.json``; ``model`` may also be a path to a manifest.
     """
-    pointer = installed_models_dir(config) / ACTIVE_MODEL_FILE
-    if pointer.is_file():
-        try:
-            target = json.loads(pointer.read_text(encoding="utf-8"))["manifest"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(
-                f"{pointer} is damaged ({exc})",
-                "run `kiosk model rollback` or delete the file to use the bundled model",
-            ) from exc
-        path = installed_models_dir(config) / str(target)
-        if path.is_file():
-            return path
-        raise ModelError(
-            f"{pointer} names {target}, which does not exist",
-            "run `kiosk model rollback` or delete the file to use the bundled model",
-        )
+    installed = active_manifest(installed_models_dir(config))
+    if installed is not None:
+        return installed
     candidate = Path(config.model)
     if candidate.suffix == ".json" and candidate.is_file():
         return candidate

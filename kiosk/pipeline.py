@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 
 from kiosk import rectify
@@ -56,14 +57,19 @@ class AnalysisResult:
     logits: np.ndarray | None = None
     features: np.ndarray | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def message(self) -> str | None:
+        """Reason and advice as one readable line (None for an ok result)."""
         reason = _sentence(self.reason)
         if reason and self.advice:
             reason = f"{reason} {_sentence(self.advice)}"
+        return reason
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "status": self.status,
-            "reason": reason,
+            "reason": self.message,
             "input": self.input_kind,
             "corners": self.corners,
             "quality": self.quality,
@@ -101,13 +107,6 @@ def _quality_dict(quality: rectify.Quality) -> dict[str, Any]:
         "metrics": {k: round(float(v), 4) for k, v in quality.metrics.items()},
         "advice": quality.advice,
     }
-
-
-def _to_grey(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(image.astype(np.float32) @ weights, 0, 255).astype(np.uint8)
 
 
 class Pipeline:
@@ -280,7 +279,7 @@ class Pipeline:
                 result.reason = quality.reason or "the image is not usable"
                 result.advice = quality.advice
                 return
-            film = _to_grey(image)
+            film = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         result.film = film
 
         t = time.perf_counter()
@@ -361,7 +360,7 @@ class Pipeline:
             source=result.source,
             input_kind=result.input_kind,
             device_id=self.device_id,
-            reason=result.to_json()["reason"],
+            reason=result.message,
             corners=result.corners,
             quality=result.quality,
             findings=result.findings,

@@ -22,7 +22,7 @@ from kiosk.errors import CalibrationError
 from kiosk.imageio import atomic_write_bytes
 from kiosk.model.manifest import Manifest
 from kiosk.pipeline import InputKind, Pipeline
-from kiosk.reliability import reliability_svg
+from kiosk.reliability import write_reliability_svg
 from kiosk.store import Store
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def fit_and_save(
         notes=notes,
     )
     folder = data_dir / "calibrations"
+    folder.mkdir(parents=True, exist_ok=True)
     curves = []
     after = record.apply(
         cases.logits,
@@ -189,9 +190,12 @@ def fit_and_save(
         y = cases.labels[mask, i]
         curves.append((f"{code}: before", sigmoid(cases.logits[mask, i]), y))
         curves.append((f"{code}: after (fit data)", after[mask, i], y))
-    svg = reliability_svg(curves, bins=15, title=f"Reliability, {manifest.id}, {record.id}")
-    diagram = folder / f"{record.id}.svg"
-    atomic_write_bytes(diagram, svg.encode("utf-8"))
+    diagram = write_reliability_svg(
+        folder / f"{record.id}.svg",
+        curves,
+        bins=15,
+        title=f"Reliability, {manifest.id}, {record.id}",
+    )
     payload: dict[str, Any] = record.to_dict()
     atomic_write_bytes(folder / f"{record.id}.json", json.dumps(payload, indent=2).encode())
     store.save_calibration(

@@ -13,8 +13,6 @@ saves it atomically. Neither computes calibrations; they only draw given predict
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -23,6 +21,7 @@ import numpy as np
 
 from kiosk.calibration import ece, reliability_bins
 from kiosk.errors import CalibrationError
+from kiosk.imageio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -220,32 +219,14 @@ def write_reliability_svg(
     """
     svg = reliability_svg(curves, bins=bins, title=title)
     path = Path(path)
-    tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(svg)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-        try:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-        except OSError:
-            return path
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            logger.debug("could not fsync folder %s", path.parent)
-        finally:
-            os.close(dir_fd)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(2, "no such folder", str(path.parent))
+        atomic_write_bytes(path, svg.encode("utf-8"))
     except OSError as exc:
         raise CalibrationError(
             f"cannot write reliability diagram {path}: {exc.strerror or exc}",
             "check that the folder exists, is writable and the disk is not full",
         ) from exc
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     logger.info("wrote reliability diagram %s", path)
     return path

@@ -66,8 +66,7 @@ def serve(config: KioskConfig) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("signal %d: stopping", signum)
-        sdnotify.stopping()
-        raise SystemExit(0)
+        raise SystemExit(0)  # the finally block below tells systemd and cleans up
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     pinger = WatchdogPinger(registry)

@@ -64,10 +64,27 @@ def _read_state(folder: Path) -> dict[str, object]:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(
-            f"{path} is damaged ({exc})", "delete it to use the bundled model"
+            f"{path} is damaged ({exc})",
+            "run `kiosk model rollback` or delete the file to use the bundled model",
         ) from exc
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} is damaged (not a JSON object)", "delete it")
     state.setdefault("history", [])
     return dict(state)
+
+
+def active_manifest(models_folder: Path) -> Path | None:
+    """The manifest an install made active, or None when the bundled model is in use."""
+    target = _read_state(models_folder).get("manifest")
+    if not target:
+        return None
+    path = models_folder / str(target)
+    if not path.is_file():
+        raise ModelError(
+            f"{models_folder / ACTIVE_FILE} names {target}, which does not exist",
+            "run `kiosk model rollback` or delete the file to use the bundled model",
+        )
+    return path
 
 
 def _write_state(folder: Path, state: dict[str, object]) -> None:
