@@ -22,13 +22,14 @@ import numpy as np
 
 from kiosk import rectify
 from kiosk.calibration import CalibrationRecord
+from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import CalibrationError, ImageError, KioskError, StoreError
 from kiosk.imageio import LoadedImage, atomic_write_bytes, encode_jpeg, read_image
 from kiosk.model.classifier import Classifier, Prediction
 from kiosk.model.ood import OodDetector
 from kiosk.rig import RigReference
-from kiosk.store import FindingRecord, ResultRecord, Store, utcnow
+from kiosk.store import FindingRecord, ResultRecord, Store
 
 logger = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlite_utils
 
+from kiosk.clock import utcnow
 from kiosk.errors import StoreError
 
 logger = logging.getLogger(__name__)
@@ -43,11 +43,6 @@ def migration(name: str) -> Callable[[Migration], Migration]:
         return fn
 
     return register
-
-
-def utcnow() -> str:
-    """Current UTC time as ISO 8601 with a Z, millisecond precision."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @migration("0001_initial")

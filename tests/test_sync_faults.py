@@ -31,7 +31,7 @@ from test_sync import (
     post_raw,
 )
 
-from kiosk.store import utcnow
+from kiosk.clock import utcnow
 from kiosk.sync.client import build_body, push
 from kiosk.sync.hub import HUB_DB_NAME
 from kiosk.sync.hub_bench import synthetic_record

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kiosk.clock import utcnow
 from kiosk.errors import ModelError
 from kiosk.imageio import atomic_write_bytes
 from kiosk.model.classifier import Classifier
 from kiosk.model.manifest import Manifest
 from kiosk.model.runtime import TFLiteModel
-from kiosk.store import utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Any
 
+from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import SyncError
-from kiosk.store import Store, utcnow
+from kiosk.store import Store
 from kiosk.sync.payload import (
     SCHEMA_VERSION,
     ResultPayload,

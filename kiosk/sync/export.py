@@ -32,10 +32,11 @@ from typing import Any, Literal
 import sqlite_utils
 
 from kiosk import __version__
+from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import SyncError
 from kiosk.imageio import atomic_write_bytes
-from kiosk.store import Store, utcnow
+from kiosk.store import Store
 from kiosk.sync import fhir
 from kiosk.sync.hub import HubStore
 from kiosk.sync.payload import (

@@ -22,7 +22,7 @@ import logging
 import uuid
 from typing import Any
 
-from kiosk.store import utcnow
+from kiosk.clock import utcnow
 from kiosk.sync.payload import (
     DiagnosisPayload,
     FindingPayload,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import hashlib
 import hmac
 import io
 import json
@@ -39,9 +38,11 @@ import sqlite_utils
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from kiosk.clock import utcnow
 from kiosk.errors import StoreError, SyncError
-from kiosk.store import open_database, utcnow
+from kiosk.store import open_database
 from kiosk.sync.payload import PayloadError, ResultPayload, parse_batch
+from kiosk.tokens import hash_token
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,6 @@ HUB_DB_NAME = "hub.db"
 MAX_CONTENT_LENGTH_BYTES = 8 * 1024 * 1024
 ADMIN_USER = "supervisor"
 DEVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-
-def hash_token(token: str) -> str:
-    """sha256 hex of a token: what the hub stores instead of the token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass

@@ -11,7 +11,6 @@ one may. What this module does not do: sessions, cookies or CSRF (see ``kiosk.we
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
@@ -24,8 +23,10 @@ from typing import Literal
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from kiosk.clock import utcnow
 from kiosk.errors import KioskError
-from kiosk.store import Store, utcnow
+from kiosk.store import Store
+from kiosk.tokens import hash_token
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +175,6 @@ def authenticate(store: Store, username: str, password: str) -> User | None:
     return _user(rows[0])
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def add_token(store: Store, name: str, role: str, *, actor: str = "cli") -> str:
     """Create an API token and return the secret; only its hash is stored (shown once)."""
     label = _check_username(name)
@@ -186,7 +183,7 @@ def add_token(store: Store, name: str, role: str, *, actor: str = "cli") -> str:
     with store.transaction() as db:
         db.table("api_tokens").insert(
             {
-                "token_hash": _token_hash(token),
+                "token_hash": hash_token(token),
                 "name": label,
                 "role": checked,
                 "created_at": utcnow(),
@@ -200,7 +197,7 @@ def token_lookup(store: Store, token: str) -> ApiToken | None:
     """The token's name and role, or None for an unknown token."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    wanted = _token_hash(token)
+    wanted = hash_token(token)
     rows = list(store.db.query("select * from api_tokens where token_hash = ?", [wanted]))
     if not rows or not hmac.compare_digest(str(rows[0]["token_hash"]), wanted):
         return None
