@@ -27,6 +27,10 @@ ENV_PREFIX = "KIOSK_"
 # Environment variables that are not configuration fields.
 ENV_NOT_FIELDS = frozenset({"KIOSK_CONFIG"})
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# 16 real films (CC BY 4.0, attribution beside them) for the simulator camera of the demo
+DEMO_FILMS_DIR = Path(__file__).resolve().parent.parent / "demo" / "films"
+# The developers' training images beside the repository (read-only; absent on a kiosk)
+KERMANY_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kermany-train"
 
 
 class Section(BaseModel):
@@ -80,6 +84,10 @@ class WebConfig(Section):
     local_autologin: bool = False
     # Cookies only over HTTPS (set when a TLS reverse proxy is in front).
     secure_cookies: bool = False
+    # Host names browsers may use to reach the kiosk, besides the ones always allowed:
+    # localhost, this machine's host name, <host name>.local and any IP address. A request
+    # with another Host header is refused (DNS rebinding). "*" switches the check off.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class SyncConfig(Section):
@@ -91,7 +99,7 @@ class SyncConfig(Section):
 
 
 class RetentionConfig(Section):
-    # Rectified film images older than this are deleted; results are kept.
+    # Rectified film images older than this are deleted; results are kept. 0 = keep forever.
     image_days: int = Field(default=90, ge=0)
 
 
@@ -101,6 +109,12 @@ class StorageConfig(Section):
     # Below this, nothing new is written and the kiosk reports a problem.
     critical_free_mb: int = Field(default=50, ge=0)
     store_images: bool = True
+
+
+class HubConfig(Section):
+    # The supervisor's hub database: sqlite:///PATH or postgresql://USER@HOST/DB.
+    # None = SQLite hub.db in data_dir (`kiosk hub serve --database-url` overrides).
+    database_url: str | None = None
 
 
 class KioskConfig(Section):
@@ -122,6 +136,7 @@ class KioskConfig(Section):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    hub: HubConfig = Field(default_factory=HubConfig)
 
     @property
     def db_path(self) -> Path:
@@ -130,6 +145,11 @@ class KioskConfig(Section):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def rig_dir(self) -> Path:
+        """Where the rig reference (the empty lightbox at this camera's exposure) lives."""
+        return self.data_dir / "rig"
 
 
 SECTIONS = {

@@ -20,15 +20,22 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from kiosk import rectify
-from kiosk.calibration import CalibrationRecord
+from kiosk.atomic import atomic_write_bytes
+from kiosk.calibration.records import CalibrationRecord
+from kiosk.capture.bracket import FilmCapture
+from kiosk.capture.rig import RigReference
 from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import CalibrationError, ImageError, KioskError, StoreError
-from kiosk.imageio import LoadedImage, atomic_write_bytes, encode_jpeg, read_image
+from kiosk.imaging.decode import LoadedImage, read_image
+from kiosk.imaging.encode import encode_jpeg
 from kiosk.model.classifier import Classifier, Prediction
+from kiosk.model.localiser import load_localiser
 from kiosk.model.ood import OodDetector
-from kiosk.rig import RigReference
+from kiosk.rectify.gates import check_digital, looks_like_photo
+from kiosk.rectify.locate import MaskModel
+from kiosk.rectify.rectifier import rectify_capture
+from kiosk.rectify.result import Quality
 from kiosk.store import FindingRecord, ResultRecord, Store
 
 logger = logging.getLogger(__name__)
@@ -101,7 +108,7 @@ def _sentence(text: str | None) -> str | None:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def _quality_dict(quality: rectify.Quality) -> dict[str, Any]:
+def _quality_dict(quality: Quality) -> dict[str, Any]:
     return {
         "ok": quality.ok,
         "flags": list(quality.flags),
@@ -121,7 +128,9 @@ class Pipeline:
         store: Store | None = None,
         data_dir: Path | None = None,
         rig: RigReference | None = None,
+        rig_dir: Path | None = None,
         rectify_method: str = "auto",
+        localiser: MaskModel | None = None,
         ood: OodDetector | None = None,
         store_images: bool = True,
         min_free_mb: float = 0.0,
@@ -133,7 +142,9 @@ class Pipeline:
         self.store = store
         self.data_dir = data_dir
         self.rig = rig
+        self.rig_dir = rig_dir
         self.rectify_method = rectify_method
+        self.localiser = localiser
         self.ood = ood
         self.store_images = store_images
         self.min_free_mb = min_free_mb
@@ -146,18 +157,23 @@ class Pipeline:
         cls, config: KioskConfig, classifier: Classifier, store: Store | None
     ) -> Pipeline:
         """Build the pipeline the config describes (rig reference and OOD gate included)."""
-        rig = RigReference.load(config.data_dir / "rig")
+        rig = RigReference.load(config.rig_dir)
         ood = None
         ood_file = classifier.manifest.ood.get("file")
         if ood_file and config.ood_gate:
             ood = OodDetector.load(classifier.manifest.path.parent / str(ood_file))
+        localiser = None
+        if config.rectify.method in ("learned", "combined"):
+            localiser = load_localiser(config.models_dir)
         return cls(
             classifier,
             device_id=config.device_id,
             store=store,
             data_dir=config.data_dir,
             rig=rig,
+            rig_dir=config.rig_dir,
             rectify_method=config.rectify.method,
+            localiser=localiser,
             ood=ood,
             store_images=config.storage.store_images,
             min_free_mb=config.storage.min_free_mb,
@@ -183,8 +199,9 @@ class Pipeline:
             logger.info("calibration %s active", self.calibration.id)
 
     def reload_rig(self) -> None:
-        if self.data_dir is not None:
-            self.rig = RigReference.load(self.data_dir / "rig")
+        """Pick up a new rig reference (after the technician recalibrated the rig)."""
+        if self.rig_dir is not None:
+            self.rig = RigReference.load(self.rig_dir)
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -226,6 +243,33 @@ class Pipeline:
         if isinstance(image, LoadedImage):
             notes = image.notes
             image = image.pixels
+        return self._analyze(
+            FilmCapture.single(image),
+            source=source,
+            input_kind=input_kind,
+            store=store,
+            decode_ms=decode_ms,
+            patient_ref=patient_ref,
+            notes=notes,
+        )
+
+    def analyze_capture(
+        self, capture: FilmCapture, *, source: str = "camera", store: bool = True
+    ) -> AnalysisResult:
+        """Analyse a camera capture (one photo or an unmerged bracket) and store the outcome."""
+        return self._analyze(capture, source=source, input_kind="photo", store=store)
+
+    def _analyze(
+        self,
+        capture: FilmCapture,
+        *,
+        source: str,
+        input_kind: InputKind,
+        store: bool,
+        decode_ms: float | None = None,
+        patient_ref: str | None = None,
+        notes: tuple[str, ...] = (),
+    ) -> AnalysisResult:
         timings: dict[str, float] = {}
         if decode_ms is not None:
             timings["decode"] = decode_ms
@@ -233,7 +277,7 @@ class Pipeline:
             source=source, status="ok", input_kind=input_kind, model=self.model_ref
         )
         try:
-            self._run_stages(image, result, timings, input_kind)
+            self._run_stages(capture, result, timings, input_kind)
         except KioskError as exc:
             result.status, result.reason, result.advice = "error", exc.message, exc.fix
         except Exception as exc:  # one bad image must never stop a batch
@@ -250,17 +294,20 @@ class Pipeline:
 
     def _run_stages(
         self,
-        image: np.ndarray,
+        capture: FilmCapture,
         result: AnalysisResult,
         timings: dict[str, float],
         input_kind: InputKind,
     ) -> None:
         t = time.perf_counter()
+        image = capture.base
         if input_kind == "auto":
-            input_kind = "photo" if rectify.looks_like_photo(image) else "digital"
+            input_kind = "photo" if looks_like_photo(image) else "digital"
         result.input_kind = input_kind
         if input_kind == "photo":
-            rect = rectify.rectify(image, self.rig, method=self.rectify_method)
+            rect = rectify_capture(
+                capture, self.rig, method=self.rectify_method, localiser=self.localiser
+            )
             result.quality = _quality_dict(rect.quality)
             if rect.corners is not None:
                 result.corners = [[round(float(x), 2), round(float(y), 2)] for x, y in rect.corners]
@@ -272,7 +319,7 @@ class Pipeline:
                 return
             film = rect.film
         else:
-            quality = rectify.check_digital(image)
+            quality = check_digital(image)
             result.quality = _quality_dict(quality)
             timings["gate"] = (time.perf_counter() - t) * 1000.0
             if not quality.ok:

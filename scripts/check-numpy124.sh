@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prove the runtime works on Raspberry Pi OS Bookworm's numpy (1.24): a fresh venv with
-# numpy 1.24.4 and the Pi constraints (systemd/pi-constraints.txt), the package installed
+# numpy 1.24.4 and the Pi constraints (constraints/pi.txt), the package installed
 # WITHOUT extras, then the real CLI on a generated digital X-ray and a simulated photo.
 # Usage: scripts/check-numpy124.sh [VENV_DIR]   (default: a temporary directory)
 set -euo pipefail
@@ -11,13 +11,13 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "numpy==1.24.4"
-"$VENV/bin/python" -m pip install -q -c systemd/pi-constraints.txt -e .
+"$VENV/bin/python" -m pip install -q -c constraints/pi.txt -e .
 "$VENV/bin/python" - <<'PY'
 import numpy, cv2, importlib
 assert numpy.__version__ == "1.24.4", numpy.__version__
-for name in ("kiosk.pipeline", "kiosk.rectify", "kiosk.simulate", "kiosk.capture",
-             "kiosk.calibration", "kiosk.store", "kiosk.web", "kiosk.sync.client",
-             "kiosk.sync.hub", "kiosk.camera"):
+for name in ("kiosk.pipeline", "kiosk.rectify.rectifier", "kiosk.camera.scene",
+             "kiosk.capture.auto", "kiosk.calibration.fitting", "kiosk.store", "kiosk.web",
+             "kiosk.sync.client", "kiosk.app.server", "kiosk.camera"):
     importlib.import_module(name)
 print(f"numpy {numpy.__version__}, opencv {cv2.__version__}: imports ok")
 PY
@@ -27,8 +27,9 @@ export KIOSK_DATA_DIR="$WORK/data"
 import sys
 from pathlib import Path
 import numpy as np
-from kiosk import simulate
-from kiosk.imageio import atomic_write_bytes, encode_png, encode_jpeg
+from kiosk.atomic import atomic_write_bytes
+from kiosk.camera import scene as simulate
+from kiosk.imaging.encode import encode_jpeg, encode_png
 work = Path(sys.argv[1])
 rng = np.random.default_rng(0)
 digital = simulate.phantom_chest(rng, size=(512, 512))

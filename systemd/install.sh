@@ -39,11 +39,11 @@ CORE_UNITS=(kiosk.service kiosk-sync.service kiosk-sync.timer kiosk-retention.se
     kiosk-retention.timer)
 ENABLE_UNITS=(kiosk.service kiosk-sync.timer kiosk-retention.timer)
 DISPLAY_UNIT=kiosk-display.service
-# Fails the install when pip put numpy >= 2 into the venv (see pi-constraints.txt).
+# Fails the install when pip put numpy >= 2 into the venv (see constraints/pi.txt).
 NUMPY_CHECK='import numpy, sys
 if int(numpy.__version__.split(".")[0]) >= 2:
     sys.exit("numpy " + numpy.__version__ + " at " + numpy.__file__ + " shadows apt numpy 1.x; "
-             "picamera2 would fail with numpy.dtype size changed (see pi-constraints.txt)")'
+             "picamera2 would fail with numpy.dtype size changed (see constraints/pi.txt)")'
 
 SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=/
@@ -213,7 +213,7 @@ copy_app() {
 install_venv() {
     local venv constraints
     venv=$(at $VENV_DIR)
-    constraints=$(at $APP_DIR)/systemd/pi-constraints.txt
+    constraints=$(at $APP_DIR)/constraints/pi.txt
     if [[ -x $venv/bin/python ]]; then
         log "venv $VENV_DIR exists; reusing it"
     else
@@ -225,7 +225,7 @@ install_venv() {
     run "$PIP" install --disable-pip-version-check --constraint "$constraints" "$(at $APP_DIR)"
     # Same version number, new code: reinstall the app itself without touching its deps.
     run "$PIP" install --disable-pip-version-check --no-deps --force-reinstall "$(at $APP_DIR)"
-    log "checking that the venv still uses apt's numpy 1.x (see pi-constraints.txt)"
+    log "checking that the venv still uses apt's numpy 1.x (see constraints/pi.txt)"
     run "$VENV_PYTHON" -c "$NUMPY_CHECK"
 }
 

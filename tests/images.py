@@ -10,23 +10,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kiosk import simulate
-from kiosk.imageio import encode_jpeg, encode_png
+from kiosk.camera import scene
+from kiosk.imaging.encode import encode_jpeg, encode_png
 
 
 def digital(seed: int = 0, size: int = 512) -> np.ndarray:
-    return simulate.phantom_chest(np.random.default_rng(seed), size=(size, size))
+    return scene.phantom_chest(np.random.default_rng(seed), size=(size, size))
 
 
-def photo(seed: int = 0, difficulty: float = 0.3) -> simulate.Rendering:
+def photo(seed: int = 0, difficulty: float = 0.3) -> scene.Rendering:
     rng = np.random.default_rng(seed)
-    film = simulate.phantom_chest(rng, size=(768, 768))
-    return simulate.render(film, simulate.random_params(rng, difficulty=difficulty), rng)
+    film = scene.phantom_chest(rng, size=(768, 768))
+    return scene.render(film, scene.random_params(rng, difficulty=difficulty), rng)
 
 
 def empty_lightbox(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return simulate.render(None, simulate.random_params(rng, difficulty=0.2), rng).image
+    return scene.render(None, scene.random_params(rng, difficulty=0.2), rng).image
 
 
 def colourful(seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from images import photo, write_mixed_folder
 
-from kiosk.imageio import encode_jpeg
+from kiosk.imaging.encode import encode_jpeg
 
 pytestmark = pytest.mark.usefixtures("synthetic_films")
 

@@ -22,10 +22,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from kiosk.appliance import Appliance
+from kiosk.app.appliance import Appliance
+from kiosk.app.service import KioskService
 from kiosk.camera.simulator import SimulatorCamera
 from kiosk.config import CaptureConfig, KioskConfig
-from kiosk.service import KioskService
 from kiosk.web import auth, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")

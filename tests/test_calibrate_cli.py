@@ -13,9 +13,9 @@ import pytest
 from images import photo
 from test_analyze_cli import lines, run_kiosk
 
-from kiosk.appliance import load_classifier
+from kiosk.app.appliance import load_classifier
 from kiosk.config import load_config
-from kiosk.imageio import encode_jpeg
+from kiosk.imaging.encode import encode_jpeg
 from kiosk.pipeline import Pipeline
 
 pytestmark = pytest.mark.usefixtures("synthetic_films")

@@ -17,23 +17,24 @@ import cv2
 import numpy as np
 import pytest
 
+from kiosk.backoff import Backoff
 from kiosk.camera import Camera, Exposure, Still, open_camera
 from kiosk.camera.simulator import SimulatorCamera
-from kiosk.capture import (
-    SRGB_TO_LINEAR,
-    AutoCapture,
-    CaptureState,
-    FilmDetector,
-    RetryPolicy,
-    calibrate_rig,
-    capture_film_still,
-    merge_bracket,
+from kiosk.capture.auto import AutoCapture
+from kiosk.capture.bracket import (
+    FilmCapture,
+    capture_film,
+    film_capture,
+    merge_linear,
     meter_film_ev,
 )
+from kiosk.capture.detector import CaptureState, FilmDetector
+from kiosk.capture.rig import calibrate_rig
 from kiosk.errors import CameraError
+from kiosk.imaging.colour import SRGB_TO_LINEAR
 
 SMALL = (640, 360)  # (width, height) of simulator stills
-FAST_RETRY = RetryPolicy(initial_s=0.02, max_s=0.1, jitter=0.25)
+FAST_RETRY = Backoff(initial_s=0.02, max_s=0.1, jitter=0.25)
 
 
 def _sim(seed: int = 0, motion_frames: int = 2) -> SimulatorCamera:
@@ -126,8 +127,9 @@ def _wedge() -> np.ndarray:
     return np.repeat(steps, 40, axis=1)
 
 
-def _band_stats(camera: SimulatorCamera, still: Still, wedge: np.ndarray) -> list[tuple]:
-    """(transmittance estimate, SNR) per wedge band, from the still warped to film coordinates."""
+def _band_stats(camera: SimulatorCamera, capture: FilmCapture, wedge: np.ndarray) -> list[tuple]:
+    """(transmittance estimate, SNR) per wedge band, from the merged capture warped to film
+    coordinates."""
     rendering = camera.last_rendering
     assert rendering is not None and rendering.corners is not None
     mt, mr, mb, ml = camera.params.margin_frac
@@ -135,9 +137,10 @@ def _band_stats(camera: SimulatorCamera, still: Still, wedge: np.ndarray) -> lis
     ch, cw = ih * (1 + mt + mb), iw * (1 + ml + mr)
     target = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
     m = cv2.getPerspectiveTransform(rendering.corners.astype(np.float32), target)
-    warped = cv2.warpPerspective(still.image, m, (round(cw), round(ch)), flags=cv2.INTER_NEAREST)
-    luminance = SRGB_TO_LINEAR[warped] @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-    scale = float(still.metadata["exposure_us"]) * float(still.metadata["analogue_gain"])
+    linear = merge_linear(capture.frames, capture.exposures)
+    warped = cv2.warpPerspective(linear, m, (round(cw), round(ch)), flags=cv2.INTER_NEAREST)
+    luminance = warped @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    scale = float(capture.metadata["exposure_us"]) * float(capture.metadata["analogue_gain"])
     stats = []
     y0, y1 = round(mt * ih + 0.2 * ih), round(mt * ih + 0.8 * ih)
     for k in range(10):
@@ -158,14 +161,15 @@ def test_bracket_merge_extends_dynamic_range_on_a_dense_film() -> None:
     mask = detector.film_mask(preview)
     assert mask is not None and mask.mean() > 0.1
 
-    single = capture_film_still(camera, preview, mask, [0.0])
+    single = capture_film(camera, preview, mask, [0.0])
     single_stats = _band_stats(camera, single, wedge)
-    merged = capture_film_still(camera, preview, mask, [-1.0, 0.0, 1.0])
+    merged = capture_film(camera, preview, mask, [-1.0, 0.0, 1.0])
     merged_stats = _band_stats(camera, merged, wedge)
 
-    assert merged.image.dtype == np.uint8 and merged.image.shape == single.image.shape
+    assert merged.base.dtype == np.uint8 and merged.base.shape == single.base.shape
+    assert merged.exposures[merged.base_index] == 1.0
     # The base exposure (lightbox unclipped) plus the three film frames.
-    assert merged.metadata["bracket_count"] == 4.0 and merged.metadata["merge"] == "linear-hat"
+    assert merged.metadata["bracket_count"] == 4.0 and len(merged.frames) == 4
     assert float(str(merged.metadata["bracket_evs"]).split(",")[0]) == 0.0
     assert len(str(merged.metadata["bracket_evs"]).split(",")) == 4
     # dense bands: the merge measures them with much better signal-to-noise
@@ -204,10 +208,29 @@ def test_film_metering_exposes_for_the_film_not_the_lightbox() -> None:
 def test_merge_of_unapplied_exposures_is_an_average() -> None:
     image = np.full((4, 4, 3), 100, np.uint8)
     stills = [Still(image, {"ev": ev, "exposure_applied": "no"}, 0.0) for ev in (-1.0, 0.0, 1.0)]
-    merged = merge_bracket(stills)
-    assert np.abs(merged.image.astype(int) - 100).max() <= 1
+    capture = film_capture(stills)
+    assert capture.exposures == (1.0, 1.0, 1.0)
+    merged = merge_linear(capture.frames, capture.exposures)
+    assert np.allclose(merged, SRGB_TO_LINEAR[100], rtol=1e-5)
     with pytest.raises(CameraError):
-        merge_bracket([])
+        film_capture([])
+
+
+def test_merge_of_a_bracket_recovers_what_one_frame_clips() -> None:
+    linear = np.linspace(0.001, 3.0, 200, dtype=np.float32)[None, :].repeat(2, axis=0)
+    exposures = (0.5, 1.0, 2.0)
+    frames = [
+        (np.clip(np.interp(np.clip(linear * e, 0, 1), SRGB_TO_LINEAR, np.arange(256)), 0, 255))
+        .round()
+        .astype(np.uint8)
+        for e in exposures
+    ]
+    merged = merge_linear(frames, exposures)
+    measurable = linear * 0.5 <= 0.95  # the shortest frame does not clip there
+    rel_err = np.abs(merged[measurable] - linear[measurable]) / linear[measurable]
+    assert np.median(rel_err) < 0.02
+    assert (frames[1] >= 250).any(), "the base frame clips part of the range"
+    assert merged[linear > 1.2].min() > 1.0, "beyond the base frame's clipping point"
 
 
 # --------------------------------------------------------------------------- rig
@@ -287,7 +310,9 @@ class FlakyCamera:
         return self.inner.info()
 
 
-def _auto(camera: Camera, on_still: Callable[[Still], None], **kwargs: object) -> AutoCapture:
+def _auto(
+    camera: Camera, on_capture: Callable[[FilmCapture], None], **kwargs: object
+) -> AutoCapture:
     options: dict = {
         "preview_fps": 40.0,
         "stable_s": 0.1,
@@ -296,12 +321,12 @@ def _auto(camera: Camera, on_still: Callable[[Still], None], **kwargs: object) -
         "rng": random.Random(0),
     }
     options.update(kwargs)
-    return AutoCapture(camera, on_still, **options)
+    return AutoCapture(camera, on_capture, **options)
 
 
 def test_autocapture_captures_each_placement_once_in_a_thread() -> None:
     camera = _sim(seed=8)
-    stills: list[Still] = []
+    stills: list[FilmCapture] = []
     auto = _auto(camera, stills.append, bracket_evs=[-1.0, 0.0, 1.0])
     auto.start()
     try:
@@ -314,7 +339,7 @@ def test_autocapture_captures_each_placement_once_in_a_thread() -> None:
         assert len(stills) == 1 and auto.status().state == "captured"
         assert stills[0].metadata["trigger"] == "auto"
         assert stills[0].metadata["bracket_count"] == 4.0
-        assert stills[0].image.shape == (360, 640, 3)
+        assert stills[0].base.shape == (360, 640, 3)
         camera.remove_film()
         assert _wait_for(lambda: auto.status().state == "empty")
         camera.place_film()
@@ -328,7 +353,7 @@ def test_autocapture_captures_each_placement_once_in_a_thread() -> None:
 
 def test_capture_now_forces_a_capture_and_manual_mode_waits() -> None:
     camera = _sim(seed=9)
-    stills: list[Still] = []
+    stills: list[FilmCapture] = []
     auto = _auto(camera, stills.append, auto=False)
     auto.start()
     try:
@@ -347,8 +372,8 @@ def test_capture_now_forces_a_capture_and_manual_mode_waits() -> None:
 def test_autocapture_recovers_a_failing_camera_without_restart() -> None:
     inner = _sim(seed=10)
     camera = FlakyCamera(inner)
-    stills: list[Still] = []
-    auto = _auto(camera, stills.append, retry=RetryPolicy(initial_s=0.1, max_s=0.2, jitter=0.1))
+    stills: list[FilmCapture] = []
+    auto = _auto(camera, stills.append, retry=Backoff(initial_s=0.1, max_s=0.2, jitter=0.1))
     auto.start()
     try:
         assert _wait_for(lambda: auto.status().frames_seen >= 3)
@@ -372,7 +397,7 @@ def test_autocapture_recovers_a_failing_camera_without_restart() -> None:
 
 def test_callback_exceptions_do_not_kill_the_loop() -> None:
     camera = _sim(seed=11)
-    calls: list[Still] = []
+    calls: list[FilmCapture] = []
 
     def explode(still: Still) -> None:
         calls.append(still)
@@ -418,7 +443,7 @@ def test_heartbeat_stops_when_the_camera_hangs() -> None:
 def test_heartbeat_keeps_beating_while_backing_off() -> None:
     camera = FlakyCamera(_sim(seed=13))
     camera.fail_next = 1000  # the camera is gone for good
-    auto = _auto(camera, lambda s: None, retry=RetryPolicy(initial_s=0.05, max_s=0.05, jitter=0))
+    auto = _auto(camera, lambda s: None, retry=Backoff(initial_s=0.05, max_s=0.05, jitter=0))
     auto.start()
     try:
         assert _wait_for(lambda: auto.status().consecutive_failures >= 3)
@@ -430,9 +455,9 @@ def test_heartbeat_keeps_beating_while_backing_off() -> None:
 
 
 def test_retry_policy_doubles_to_a_cap_with_bounded_jitter() -> None:
-    policy = RetryPolicy(initial_s=0.5, max_s=30.0, jitter=0.25)
+    policy = Backoff(initial_s=0.5, max_s=30.0, jitter=0.25)
     rng = random.Random(1)
     for failures, base in [(1, 0.5), (2, 1.0), (3, 2.0), (7, 30.0), (20, 30.0)]:
-        delays = [policy.delay_s(failures, rng) for _ in range(50)]
+        delays = [policy.delay_s(failures, rng.random) for _ in range(50)]
         assert all(0.75 * base <= d <= 1.25 * base for d in delays)
         assert len({round(d, 6) for d in delays}) > 1, "jitter spreads the retries"

@@ -1,4 +1,6 @@
-"""Exports for sneakernet: atomic files with a manifest; `kiosk hub import` without duplicates."""
+"""Exports for sneakernet: atomic files with a manifest; `kiosk hub import` without duplicates.
+
+Imports run on both hub engines (``hub_url``, tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -22,22 +24,21 @@ from test_sync import (
 )
 
 from kiosk.errors import SyncError
+from kiosk.hub.importer import import_export, read_export
+from kiosk.hub.store import HubStore
 from kiosk.store import ResultRecord
 from kiosk.sync.client import push
-from kiosk.sync.export import (
-    export_results,
-    import_export,
-    manifest_path,
-    parse_time,
-    read_export,
-)
-from kiosk.sync.hub import HUB_DB_NAME, HubStore
+from kiosk.sync.export import export_results, manifest_path, parse_time
+
+pytest_plugins = ("pg",)
 
 FORMATS = ["jsonl", "csv", "sqlite", "fhir"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_export_round_trips_through_hub_import_twice(tmp_path: Path, fmt: str) -> None:
+def test_export_round_trips_through_hub_import_twice(
+    tmp_path: Path, fmt: str, hub_url: str
+) -> None:
     config, store, ids = make_kiosk(tmp_path, "kiosk-x", 20)
     confirmed = next(i for i in ids if store.get_result(i)["status"] == "ok")  # type: ignore[index]
     store.confirm_diagnosis(confirmed, "effusion", 1, by="dr-x")
@@ -54,35 +55,38 @@ def test_export_round_trips_through_hub_import_twice(tmp_path: Path, fmt: str) -
     for marker in SECRET_MARKERS:
         assert marker not in data
 
-    hub = HubStore(tmp_path / "hub" / HUB_DB_NAME)
-    first = import_export(hub, out)
-    second = import_export(hub, manifest_path(out))
+    hub = HubStore(hub_url)
+    first = import_export(hub, out, "kiosk-x")
+    second = import_export(hub, manifest_path(out), "kiosk-x")
 
     assert (first.inserted, first.unchanged, first.already_imported) == (20, 0, False)
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, 20)
     assert second.already_imported
-    assert hub_view(hub.path, "kiosk-x") == kiosk_view(store)
-    diag = list(hub.db.query("select * from diagnoses where result_id = ?", [confirmed]))
+    assert hub_view(hub, "kiosk-x") == kiosk_view(store)
+    diag = hub.query("select * from diagnoses where result_id = :r", {"r": confirmed})
     assert [(d["code"], d["label"]) for d in diag] == [("effusion", 1)]
+    hub.close()
 
 
-def test_import_after_push_adds_nothing_and_old_export_does_not_revert(tmp_path: Path) -> None:
+def test_import_after_push_adds_nothing_and_old_export_does_not_revert(
+    tmp_path: Path, hub_url: str
+) -> None:
     config, store, ids = make_kiosk(tmp_path, "kiosk-y", 8)
     out = tmp_path / "monday.jsonl"
     export_results(store, config, since="2026-01-01", until=None, fmt="jsonl", out=out)
     target = next(i for i in ids if store.get_result(i)["status"] == "ok")  # type: ignore[index]
     store.confirm_diagnosis(target, "pneumonia", 0, by="dr-y")
-    hub = HubThread(tmp_path / "hub")
+    hub = HubThread(hub_url)
     try:
         connect(config, hub.url, hub.store.add_device("kiosk-y"))
         assert push(store, config).complete
-        report = import_export(hub.store, out)
+        report = import_export(hub.store, out, "kiosk-y")
+        assert report.inserted == 0 and report.updated == 0 and report.unchanged == 8
+        rows = hub.store.query("select * from diagnoses where result_id = :r", {"r": target})
+        assert [(r["code"], r["label"]) for r in rows] == [("pneumonia", 0)]
+        assert hub_view(hub.store, "kiosk-y") == kiosk_view(store)
     finally:
         hub.close()
-    assert report.inserted == 0 and report.updated == 0 and report.unchanged == 8
-    rows = list(hub.store.db.query("select * from diagnoses where result_id = ?", [target]))
-    assert [(r["code"], r["label"]) for r in rows] == [("pneumonia", 0)]
-    assert hub_view(hub.store.path, "kiosk-y") == kiosk_view(store)
 
 
 def test_time_range_is_since_inclusive_until_day_inclusive(tmp_path: Path) -> None:
@@ -126,7 +130,7 @@ def test_altered_or_incomplete_export_is_refused(tmp_path: Path) -> None:
         read_export(out)
 
 
-def test_cli_export_and_hub_import_as_processes(tmp_path: Path) -> None:
+def test_cli_export_and_hub_import_as_processes(tmp_path: Path, hub_url: str) -> None:
     config, store, _ = make_kiosk(tmp_path, "kiosk-v", 6)
     result = run_cli(
         config,
@@ -135,9 +139,10 @@ def test_cli_export_and_hub_import_as_processes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
     env["KIOSK_DATA_DIR"] = str(tmp_path / "hub")
+    env["KIOSK_HUB_DATABASE_URL"] = hub_url
     runs = [
         subprocess.run(
-            [*cli_command(), "hub", "import", str(tmp_path / "v.db")],
+            [*cli_command(), "hub", "import", "--device", "kiosk-v", str(tmp_path / "v.db")],
             env=env,
             capture_output=True,
             text=True,
@@ -148,6 +153,6 @@ def test_cli_export_and_hub_import_as_processes(tmp_path: Path) -> None:
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
     assert "6 new" in runs[0].stdout
     assert "0 new" in runs[1].stdout and "imported before" in runs[1].stdout
-    assert hub_view(tmp_path / "hub" / HUB_DB_NAME, "kiosk-v") == kiosk_view(store)
+    assert hub_view(hub_url, "kiosk-v") == kiosk_view(store)
     bad = run_cli(config, ["export", "--since", "soon", "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output

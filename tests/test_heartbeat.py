@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.heartbeat import WATCHDOG_FRACTION, HeartbeatRegistry, WatchdogPinger
+from kiosk.app.heartbeat import WATCHDOG_FRACTION, HeartbeatRegistry, WatchdogPinger
 
 RECV_TIMEOUT_S = 2.0
 SHORT_WAIT_S = 0.3
@@ -106,7 +106,7 @@ def test_stale_component_stops_pings_and_recovery_resumes(
     registry.register("camera", max_age_s=5.0)
     registry.register("pipeline", max_age_s=5.0)
     pinger = WatchdogPinger(registry, interval_s=1.0)
-    caplog.set_level(logging.INFO, logger="kiosk.heartbeat")
+    caplog.set_level(logging.INFO, logger="kiosk.app.heartbeat")
 
     assert pinger.check_once() is True
     assert _drain(notify_socket) == ["WATCHDOG=1"]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kiosk.atomic import atomic_write_bytes
 from kiosk.errors import ImageError
-from kiosk.imageio import MAX_PIXELS, atomic_write_bytes, decode_image, list_inputs, read_image
+from kiosk.imaging.decode import MAX_PIXELS, decode_image, list_inputs, read_image
 
 
 def _png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:

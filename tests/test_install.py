@@ -123,6 +123,7 @@ def harness(tmp_path: Path) -> Harness:
     (source / ".git").mkdir()
     (source / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     shutil.copytree(SYSTEMD_DIR, source / "systemd")
+    shutil.copytree(REPO / "constraints", source / "constraints")
     root = tmp_path / "root"
     root.mkdir()
     log = tmp_path / "calls.log"
@@ -157,7 +158,7 @@ def test_install_into_scratch_root(harness: Harness) -> None:
     assert harness.calls("python3") == [["-m", "venv", "--system-site-packages", str(venv)]]
 
     app = root / "opt/kiosk/app"
-    constraints = app / "systemd/pi-constraints.txt"
+    constraints = app / "constraints/pi.txt"
     pip_calls = harness.calls("pip")
     assert any(
         "--constraint" in c

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.appliance import resolve_manifest
+from kiosk.app.appliance import resolve_manifest
 from kiosk.config import load_config
 from kiosk.errors import ModelError
 from kiosk.model.install import install, rollback

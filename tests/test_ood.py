@@ -70,7 +70,7 @@ def _bundled() -> tuple[object, OodDetector]:
 
 def test_bundled_reference_flags_synthetic_non_xrays() -> None:
     clf, det = _bundled()
-    from kiosk.model.train.evaluate import synthetic_non_xrays
+    from kiosk.lab.train.evaluate import synthetic_non_xrays
 
     images = synthetic_non_xrays(50, seed=7)
     flagged = [det.is_ood(clf.predict(img).features) for img in images]  # type: ignore[attr-defined]
@@ -81,7 +81,7 @@ def test_bundled_reference_passes_real_xrays() -> None:
     if not DATA.is_dir():
         pytest.skip(f"Kermany training data not found at {DATA}")
     clf, det = _bundled()
-    from kiosk.model.train.data import load_grey, read_split_csv
+    from kiosk.lab.train.data import load_grey, read_split_csv
 
     val = [
         s

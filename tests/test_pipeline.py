@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from images import digital, photo
 
-from kiosk.appliance import load_classifier
-from kiosk.calibration import fit_calibration
+from kiosk.app.appliance import load_classifier
+from kiosk.calibration.fitting import fit_calibration
 from kiosk.config import load_config
 from kiosk.errors import StoreError
 from kiosk.pipeline import Pipeline

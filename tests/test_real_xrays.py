@@ -13,8 +13,9 @@ import numpy as np
 from images import colourful, digital
 from test_analyze_cli import lines, run_kiosk
 
-from kiosk import simulate
-from kiosk.imageio import encode_jpeg, encode_png, read_image
+from kiosk.camera import scene
+from kiosk.imaging.decode import read_image
+from kiosk.imaging.encode import encode_jpeg, encode_png
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "models" / "cxr-pneumonia-effl0.split.csv"
@@ -50,7 +51,7 @@ def test_photographed_real_films_are_rectified_and_analysed(
     paths, truths = [], []
     for i, (path, _) in enumerate(_holdout(kermany, 3)):
         film = read_image(path).pixels
-        rendering = simulate.render(film, simulate.random_params(rng, difficulty=0.3), rng)
+        rendering = scene.render(film, scene.random_params(rng, difficulty=0.3), rng)
         out = tmp_path / f"photo{i}.jpg"
         out.write_bytes(encode_jpeg(rendering.image, quality=92))
         paths.append(str(out))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from kiosk.camera.scene import SceneParams, phantom_chest, random_params, render, render_empty
+from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError
-from kiosk.rectify import check_digital, looks_like_photo, rectify
-from kiosk.rectify_bench import quad_iou
-from kiosk.rig import RigReference
-from kiosk.simulate import SceneParams, phantom_chest, random_params, render, render_empty
+from kiosk.lab.rectify_bench import quad_iou
+from kiosk.model.localiser import load_localiser, localiser_manifest
+from kiosk.rectify.gates import check_digital, looks_like_photo
+from kiosk.rectify.locate import MaskModel
+from kiosk.rectify.rectifier import rectify
 
 SIZE = (540, 960)
 
@@ -38,7 +42,7 @@ def test_corners_are_accurate_without_reference(seed: int) -> None:
     assert res.corners.dtype == np.float32
     assert _corner_error_fraction(res.corners, shot.corners) < 0.005
     assert quad_iou(res.corners, shot.corners, SIZE) > 0.98
-    assert set(res.timings_ms) >= {"detect_ms", "refine_ms", "warp_ms", "total_ms"}
+    assert set(res.timings_ms) >= {"detect_ms", "refine_ms", "develop_ms", "total_ms"}
 
 
 @pytest.mark.parametrize("seed", [10, 11, 12])
@@ -195,23 +199,28 @@ def test_reference_of_another_framing_is_ignored_not_fatal() -> None:
     assert res.quality.metrics["reference_used"] == 0.0
 
 
-def _localiser_or_skip() -> None:
-    from kiosk import rectify as rect
-
-    if not rect.LOCALISER_MANIFEST.is_file():
-        pytest.skip(f"film localiser not shipped ({rect.LOCALISER_MANIFEST} missing)")
+def _localiser_or_skip() -> MaskModel:
+    models_dir = Path(__file__).resolve().parents[1] / "models"
+    localiser = load_localiser(models_dir)
+    if localiser is None:
+        pytest.skip(f"film localiser not shipped ({localiser_manifest(models_dir)} missing)")
+    return localiser
 
 
 @pytest.mark.parametrize("method", ["learned", "combined"])
 def test_learned_localiser_finds_the_film(method: str) -> None:
-    _localiser_or_skip()
+    localiser = _localiser_or_skip()
     for seed in (20, 21, 22):
         rng = np.random.default_rng(seed)
         params = _scene(seed, difficulty=0.6, glare_strength=0.0)
         shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
         assert shot.corners is not None
-        res = rectify(shot.image, method=method)
+        res = rectify(shot.image, method=method, localiser=localiser)
         assert res.corners is not None, res.quality
         assert _corner_error_fraction(res.corners, shot.corners) < 0.01
-    empty = rectify(render(None, _scene(1), np.random.default_rng(1), SIZE).image, method=method)
+    empty = rectify(
+        render(None, _scene(1), np.random.default_rng(1), SIZE).image,
+        method=method,
+        localiser=localiser,
+    )
     assert "no_film" in empty.quality.flags

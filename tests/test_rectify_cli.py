@@ -9,7 +9,8 @@ import numpy as np
 from images import empty_lightbox, photo
 from test_analyze_cli import run_kiosk
 
-from kiosk.imageio import encode_jpeg, read_image
+from kiosk.imaging.decode import read_image
+from kiosk.imaging.encode import encode_jpeg
 
 
 def test_rectify_writes_the_film_and_reports_corners(tmp_path: Path, data_dir: Path) -> None:

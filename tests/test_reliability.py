@@ -1,4 +1,4 @@
-"""Tests for kiosk.reliability: the hand-written reliability-diagram SVG."""
+"""Tests for kiosk.calibration.reliability: the hand-written reliability-diagram SVG."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiosk import calibration as cal
+from kiosk.calibration.reliability import (
+    MAX_CURVES,
+    PALETTE,
+    reliability_svg,
+    write_reliability_svg,
+)
 from kiosk.errors import CalibrationError
-from kiosk.reliability import MAX_CURVES, PALETTE, reliability_svg, write_reliability_svg
+from kiosk.stats import ece, reliability_bins, sigmoid
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 
@@ -19,8 +24,8 @@ NS = {"svg": "http://www.w3.org/2000/svg"}
 def _curves() -> list[tuple[str, np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
     z = rng.normal(0, 2, 600)
-    y = (rng.random(600) < cal.sigmoid(z)).astype(float)
-    return [("before <raw> & co", cal.sigmoid(2.5 * z), y), ("after", cal.sigmoid(z), y)]
+    y = (rng.random(600) < sigmoid(z)).astype(float)
+    return [("before <raw> & co", sigmoid(2.5 * z), y), ("after", sigmoid(z), y)]
 
 
 def _points(polyline: ET.Element) -> np.ndarray:
@@ -40,7 +45,7 @@ def test_svg_parses_with_one_curve_per_series_and_legend() -> None:
     legend = [t.text or "" for t in root.findall("svg:text[@class='legend']", NS)]
     for (name, p, y), text in zip(curves, legend, strict=True):
         assert text.startswith(name)
-        assert f"ECE {cal.ece(p, y, 10):.3f}" in text
+        assert f"ECE {ece(p, y, 10):.3f}" in text
     assert root.find("svg:title", NS) is not None
     assert root.find("svg:title", NS).text == 'Pneumonia "site 3" <photos>'  # type: ignore[union-attr]
     assert "&lt;raw&gt; &amp; co" in svg  # escaped, not raw markup
@@ -65,7 +70,7 @@ def test_points_follow_bins_in_plot_coordinates() -> None:
     curves = _curves()
     root = ET.fromstring(reliability_svg(curves[1:], bins=5, title="t"))
     pts = _points(root.find("svg:polyline[@class='curve']", NS))  # type: ignore[arg-type]
-    bins = cal.reliability_bins(curves[1][1], curves[1][2], bins=5)
+    bins = reliability_bins(curves[1][1], curves[1][2], bins=5)
     # x grows with the mean prediction; y (SVG grows downward) falls as the observed rate rises.
     assert np.all(np.diff(pts[:, 0]) > 0)
     order = np.argsort([b.observed_rate for b in bins])

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kiosk.camera.scene import SceneParams, phantom_chest, render, render_empty
+from kiosk.capture.rig import JSON_NAME, NPZ_NAME, RigReference
 from kiosk.errors import CameraError, KioskError
-from kiosk.rig import JSON_NAME, NPZ_NAME, RigReference, order_corners
-from kiosk.simulate import SceneParams, phantom_chest, render, render_empty
+from kiosk.imaging.geometry import order_corners
 
 SIZE = (540, 960)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk import sdnotify
+from kiosk.app import sdnotify
 
 RECV_TIMEOUT_S = 2.0
 MAX_DATAGRAM_BYTES = 4096

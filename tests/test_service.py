@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from kiosk.appliance import Appliance
+from kiosk.app.appliance import Appliance
+from kiosk.app.service import KioskService
 from kiosk.camera.simulator import SimulatorCamera
+from kiosk.capture.rig import JSON_NAME
 from kiosk.config import CaptureConfig, KioskConfig
 from kiosk.errors import CameraError
-from kiosk.rig import JSON_NAME
-from kiosk.service import KioskService
 from kiosk.web import create_app
 
 WAIT_S = 45.0
@@ -175,7 +175,7 @@ def test_rig_set_up_and_test_capture(
     wait_for(lambda: service.status()["camera"]["ok"])
     assert appliance.pipeline.rig is None
     rig = service.set_up_rig()
-    assert (appliance.config.data_dir / "rig" / JSON_NAME).is_file()
+    assert (appliance.config.rig_dir / JSON_NAME).is_file()
     assert appliance.pipeline.rig is not None
     assert appliance.pipeline.rig.created_at == rig.created_at
     wait_for(lambda: service.status()["camera"]["ok"])

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.simulate import (
+from kiosk.camera.scene import (
     SceneParams,
     characteristic_density,
     phantom_chest,

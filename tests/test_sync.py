@@ -1,7 +1,8 @@
-"""kiosk.sync push client and hub: real waitress hub on 127.0.0.1, real SQLite files.
+"""kiosk.sync push client and hub: real waitress hub on 127.0.0.1, real databases.
 
-Also holds the helpers the other sync test files import (a hub in a thread, kiosks filled
-with realistic stored results, the CLI runner for subprocesses).
+Every test that uses the ``hub`` fixture runs twice: hub on SQLite and hub on PostgreSQL
+(``hub_url`` in tests/pg.py). Also holds the helpers the other sync and hub test files import
+(a hub in a thread, kiosks filled with realistic stored results, the CLI runner).
 """
 
 from __future__ import annotations
@@ -31,44 +32,54 @@ from waitress import create_server
 import kiosk
 from kiosk.config import KioskConfig
 from kiosk.errors import SyncError
+from kiosk.hub.app import create_hub_app
+from kiosk.hub.store import HubStore
+from kiosk.lab.hub_bench import fill_kiosk, synthetic_record
 from kiosk.store import Store
 from kiosk.sync.client import backoff_delay_s, ingest_url, push
-from kiosk.sync.hub import HUB_DB_NAME, HubStore, create_hub_app
-from kiosk.sync.hub_bench import fill_kiosk, synthetic_record
+
+pytest_plugins = ("pg",)
 
 CLI_RUNNER_CODE = """
 import importlib.util, pathlib, sys
 import click, kiosk
 from kiosk.config import load_config
-try:
-    from kiosk.cli import sync as mod
-except ImportError:
-    path = pathlib.Path(kiosk.__file__).parent / "cli" / "sync.py"
-    spec = importlib.util.spec_from_file_location("kiosk_cli_sync", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+commands = []
+for name in ("sync", "hub"):
+    try:
+        mod = importlib.import_module("kiosk.cli." + name)
+    except ImportError:
+        path = pathlib.Path(kiosk.__file__).parent / "cli" / (name + ".py")
+        spec = importlib.util.spec_from_file_location("kiosk_cli_" + name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    commands += mod.COMMANDS
 class Obj:
     @property
     def config(self):
         return load_config()
-click.Group("kiosk", commands=mod.COMMANDS).main(sys.argv[1:], prog_name="kiosk", obj=Obj())
+click.Group("kiosk", commands=commands).main(sys.argv[1:], prog_name="kiosk", obj=Obj())
 """
 SECRET_MARKERS = (b"PATIENT-", b"MRN-", b"/media/usb")
+HUB_TABLES = ("devices", "results", "findings", "diagnoses", "ingests", "imports", "settings")
 
 
-def cli_module() -> ModuleType:
-    """kiosk/cli/sync.py, loaded by path if kiosk.cli does not import (yet) in this checkout."""
+def _cli_module(name: str) -> ModuleType:
+    """kiosk/cli/<name>.py, loaded by path if kiosk.cli does not import (yet) in this checkout."""
     try:
-        from kiosk.cli import sync as mod
-
-        return mod
+        return importlib.import_module(f"kiosk.cli.{name}")
     except ImportError:
-        path = Path(kiosk.__file__).parent / "cli" / "sync.py"
-        spec = importlib.util.spec_from_file_location("kiosk_cli_sync", path)
+        path = Path(kiosk.__file__).parent / "cli" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"kiosk_cli_{name}", path)
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
+
+
+def cli_commands() -> list[click.Command]:
+    """The `kiosk sync|export` and `kiosk hub` command groups."""
+    return [*_cli_module("sync").COMMANDS, *_cli_module("hub").COMMANDS]
 
 
 def cli_command() -> list[str]:
@@ -90,17 +101,17 @@ class CliObj:
 
 
 def run_cli(config: KioskConfig, args: list[str]) -> Any:
-    group = click.Group("kiosk", commands=cli_module().COMMANDS)
+    group = click.Group("kiosk", commands=cli_commands())
     return CliRunner().invoke(group, args, obj=CliObj(config), catch_exceptions=False)
 
 
 class HubThread:
     """The real hub app in waitress on an ephemeral 127.0.0.1 port, in a daemon thread."""
 
-    def __init__(self, data_dir: Path, *, max_content_length: int | None = None) -> None:
-        self.store = HubStore(data_dir / HUB_DB_NAME)
+    def __init__(self, url: str, *, max_content_length: int | None = None) -> None:
+        self.store = HubStore(url)
         kwargs = {} if max_content_length is None else {"max_content_length": max_content_length}
-        self.app = create_hub_app(data_dir, store=self.store, **kwargs)
+        self.app = create_hub_app(self.store, **kwargs)
         self.server: Any = create_server(self.app, host="127.0.0.1", port=0, threads=2)
         self.port = int(self.server.effective_port)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -109,11 +120,12 @@ class HubThread:
 
     def close(self) -> None:
         self.server.close()
+        self.store.close()
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubThread]:
-    h = HubThread(tmp_path / "hub")
+def hub(hub_url: str) -> Iterator[HubThread]:
+    h = HubThread(hub_url)
     yield h
     h.close()
 
@@ -159,24 +171,36 @@ def kiosk_view(store: Store) -> dict[str, list[tuple[str, float, float, float, i
     return out
 
 
-def hub_view(hub_db: Path, device_id: str) -> dict[str, list[tuple[str, float, float, float, int]]]:
-    """Result id -> findings as the hub holds them, read from the hub.db file."""
-    conn = sqlite3.connect(hub_db)
+def hub_view(
+    hub: HubStore | str, device_id: str
+) -> dict[str, list[tuple[str, float, float, float, int]]]:
+    """Result id -> findings as the hub holds them (a store, or a database URL to open)."""
+    store = HubStore(hub, upgrade=False) if isinstance(hub, str) else hub
     try:
         out: dict[str, list[tuple[str, float, float, float, int]]] = {
-            rid: []
-            for (rid,) in conn.execute("select id from results where device_id = ?", [device_id])
+            r["id"]: []
+            for r in store.query("select id from results where device_id = :d", {"d": device_id})
         }
-        for row in conn.execute(
+        for r in store.query(
             "select f.result_id, f.code, f.raw, f.probability, f.threshold, f.positive "
-            "from findings f join results r on r.id = f.result_id where r.device_id = ? "
+            "from findings f join results r on r.id = f.result_id where r.device_id = :d "
             "order by f.result_id, f.code",
-            [device_id],
+            {"d": device_id},
         ):
-            out[row[0]].append((row[1], row[2], row[3], row[4], int(row[5])))
+            out[r["result_id"]].append(
+                (r["code"], r["raw"], r["probability"], r["threshold"], int(r["positive"]))
+            )
     finally:
-        conn.close()
+        if isinstance(hub, str):
+            store.close()
     return out
+
+
+def hub_dump(store: HubStore) -> bytes:
+    """Every row of every hub table as text: what a leak check searches."""
+    return "\n".join(
+        repr(row) for table in HUB_TABLES for row in store.query(f"select * from {table}")
+    ).encode()
 
 
 def post_raw(url: str, token: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -214,11 +238,11 @@ def test_push_sends_everything_once_and_never_patient_identifiers(
     assert report.complete and report.error is None
     assert report.sent == 35 and report.batches == 4
     assert store.outbox_counts()["pending"] == 0 and store.outbox_counts()["sent"] == 35
-    assert hub_view(hub.store.path, "kiosk-a") == kiosk_view(store)
-    hub.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    raw = hub.store.path.read_bytes()
+    assert hub_view(hub.store, "kiosk-a") == kiosk_view(store)
+    dump = hub_dump(hub.store)
+    assert b"cal-2026-10-site1" in dump  # the dump does hold what was sent
     for marker in SECRET_MARKERS:
-        assert marker not in raw
+        assert marker not in dump
     assert not any(m.decode() in caplog.text for m in SECRET_MARKERS)
     # The kiosk's outbox counts and calibration reached the hub.
     device = {d["name"]: d for d in hub.store.devices()}["kiosk-a"]
@@ -240,7 +264,7 @@ def test_diagnosis_confirmed_after_sending_is_sent_again(tmp_path: Path, hub: Hu
     report = push(store, config)
 
     assert report.sent == 1 and report.complete
-    rows = list(hub.store.db.query("select * from diagnoses where result_id = ?", [ok_id]))
+    rows = hub.store.query("select * from diagnoses where result_id = :r", {"r": ok_id})
     assert [(r["code"], r["label"]) for r in rows if r["code"] == "effusion"] == [("effusion", 1)]
     assert len(hub.store.result_ids()) == 5
 
@@ -250,10 +274,11 @@ def test_thumbnails_are_small_jpegs(tmp_path: Path, hub: HubThread) -> None:
     connect(config, hub.url, hub.store.add_device("kiosk-t"))
     config.sync.include_thumbnail = True
     assert push(store, config).complete
-    rows = list(hub.store.db.query("select thumbnail_jpeg from results"))
+    rows = hub.store.query("select thumbnail_jpeg from results")
     assert len(rows) == 3
     for row in rows:
-        image = cv2.imdecode(np.frombuffer(row["thumbnail_jpeg"], np.uint8), cv2.IMREAD_GRAYSCALE)
+        data = bytes(row["thumbnail_jpeg"])
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
         assert image is not None and max(image.shape) == 256
 
 

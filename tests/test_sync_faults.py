@@ -2,7 +2,9 @@
 
 Every test ends by comparing what the hub holds with what the kiosk holds (result ids and
 finding values). Servers are real (waitress, in threads or as `kiosk hub serve` processes),
-bound to 127.0.0.1; a small TCP proxy on loopback cuts, delays or drops connections.
+bound to 127.0.0.1; a small TCP proxy on loopback cuts, delays or drops connections, or has
+the hub process killed with SIGKILL while a batch is in flight. Every test that has a hub runs
+on SQLite and on PostgreSQL (``hub_url``, tests/pg.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -31,11 +32,14 @@ from test_sync import (
     post_raw,
 )
 
+import kiosk
 from kiosk.clock import utcnow
+from kiosk.hub.store import HubStore
+from kiosk.lab.hub_bench import synthetic_record
 from kiosk.sync.client import build_body, push
-from kiosk.sync.hub import HUB_DB_NAME
-from kiosk.sync.hub_bench import synthetic_record
 from kiosk.sync.payload import read_results
+
+pytest_plugins = ("pg",)
 
 IO_TIMEOUT_S = 10.0
 
@@ -45,8 +49,10 @@ class FaultProxy:
 
     Plans: ``("cut", n)`` forwards only the first n request bytes and closes both sides;
     ``("drop",)`` forwards the whole request, lets the hub answer (and commit), then closes
-    the client's socket without the answer; ``("delay", s)`` waits s seconds, then passes.
-    ``before`` is called before each request is forwarded.
+    the client's socket without the answer; ``("delay", s)`` waits s seconds, then passes;
+    ``("kill", s, fn)`` forwards the whole request, waits s seconds, calls ``fn`` (which kills
+    the hub) and closes the client's socket. ``before`` is called before each request is
+    forwarded.
     """
 
     def __init__(self, target_port: int, plan: list[tuple[Any, ...]] | None = None) -> None:
@@ -113,6 +119,10 @@ class FaultProxy:
                     upstream.sendall(request[: action[1]])
                     return
                 upstream.sendall(request)
+                if action[0] == "kill":
+                    time.sleep(action[1])
+                    action[2]()
+                    return
                 response = b""
                 while True:
                     chunk = upstream.recv(65536)
@@ -135,15 +145,15 @@ class FaultProxy:
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubThread]:
-    h = HubThread(tmp_path / "hub")
+def hub(hub_url: str) -> Iterator[HubThread]:
+    h = HubThread(hub_url)
     yield h
     h.close()
 
 
-def assert_hub_matches(hub_db: Path, store: Any, device_id: str) -> None:
+def assert_hub_matches(hub: HubStore | str, store: Any, device_id: str) -> None:
     kiosk = kiosk_view(store)
-    held = hub_view(hub_db, device_id)
+    held = hub_view(hub, device_id)
     assert set(held) == set(kiosk), "hub and kiosk hold different result ids"
     assert held == kiosk, "finding values differ between hub and kiosk"
     counts = store.outbox_counts()
@@ -159,7 +169,7 @@ def free_port() -> int:
 # -- in-process faults --------------------------------------------------------------------
 
 
-def test_hub_down_then_up(tmp_path: Path) -> None:
+def test_hub_down_then_up(tmp_path: Path, hub_url: str) -> None:
     config, store, _ = make_kiosk(tmp_path, "kiosk-a", 12)
     connect(config, f"http://127.0.0.1:{free_port()}", "token-not-yet-issued")
     sleeps = Sleeps()
@@ -169,12 +179,12 @@ def test_hub_down_then_up(tmp_path: Path) -> None:
     assert not down.complete and "cannot reach the hub" in (down.error or "")
     assert sleeps.calls == [1.0, 2.0, 4.0]  # bounded exponential backoff
     assert store.outbox_counts()["failed"] == 10 and store.outbox_counts()["pending"] == 2
-    hub = HubThread(tmp_path / "hub")
+    hub = HubThread(hub_url)
     try:
         connect(config, hub.url, hub.store.add_device("kiosk-a"))
         up = push(store, config, sleep=Sleeps())
         assert up.complete and up.sent == 12
-        assert_hub_matches(hub.store.path, store, "kiosk-a")
+        assert_hub_matches(hub.store, store, "kiosk-a")
     finally:
         hub.close()
 
@@ -190,10 +200,10 @@ def test_connection_lost_mid_batch(tmp_path: Path, hub: HubThread, fault: tuple[
     finally:
         proxy.close()
     assert report.complete and report.retries == 3 and len(sleeps.calls) == 3
-    assert_hub_matches(hub.store.path, store, "kiosk-a")
+    assert_hub_matches(hub.store, store, "kiosk-a")
     if fault[0] == "drop":
         # The hub committed batches whose answers were lost: they came again, unchanged.
-        unchanged = sum(r["unchanged"] for r in hub.store.db.query("select * from ingests"))
+        unchanged = sum(r["unchanged"] for r in hub.store.query("select * from ingests"))
         assert unchanged == 25
 
 
@@ -215,11 +225,11 @@ def test_diagnosis_confirmed_while_batch_in_flight(tmp_path: Path, hub: HubThrea
     finally:
         proxy.close()
     assert report.complete and report.batches == 2 and report.sent == 5
-    rows = list(hub.store.db.query("select * from diagnoses where result_id = ?", [target]))
+    rows = hub.store.query("select * from diagnoses where result_id = :r", {"r": target})
     assert [(r["code"], r["label"], r["confirmed_by"]) for r in rows] == [
         ("pneumonia", 1, "dr-in-flight")
     ]
-    assert_hub_matches(hub.store.path, store, "kiosk-a")
+    assert_hub_matches(hub.store, store, "kiosk-a")
 
 
 def test_same_batch_twice_and_an_old_version_late(tmp_path: Path, hub: HubThread) -> None:
@@ -240,10 +250,10 @@ def test_same_batch_twice_and_an_old_version_late(tmp_path: Path, hub: HubThread
     assert push(store, config).complete
     late = post_raw(hub.url, token, old_body)
     assert late[1]["updated"] == 0 and late[1]["unchanged"] == 6
-    rows = list(hub.store.db.query("select revision from results where id = ?", [target]))
+    rows = hub.store.query("select revision from results where id = :r", {"r": target})
     assert rows[0]["revision"] == 2
-    assert len(list(hub.store.db.query("select * from diagnoses where result_id = ?", [target])))
-    assert_hub_matches(hub.store.path, store, "kiosk-a")
+    assert len(hub.store.query("select * from diagnoses where result_id = :r", {"r": target}))
+    assert_hub_matches(hub.store, store, "kiosk-a")
 
 
 def test_malformed_batches_are_refused_naming_the_field(tmp_path: Path, hub: HubThread) -> None:
@@ -284,8 +294,8 @@ def test_malformed_batches_are_refused_naming_the_field(tmp_path: Path, hub: Hub
     assert hub.store.result_ids() == set()
 
 
-def test_oversized_batch_gets_413_and_the_client_splits_it(tmp_path: Path) -> None:
-    hub = HubThread(tmp_path / "hub", max_content_length=30_000)
+def test_oversized_batch_gets_413_and_the_client_splits_it(tmp_path: Path, hub_url: str) -> None:
+    hub = HubThread(hub_url, max_content_length=30_000)
     try:
         config, store, _ = make_kiosk(tmp_path, "kiosk-a", 9, images=True)
         token = hub.store.add_device("kiosk-a")
@@ -297,8 +307,8 @@ def test_oversized_batch_gets_413_and_the_client_splits_it(tmp_path: Path) -> No
         report = push(store, config, sleep=Sleeps())
 
         assert report.complete, report.error
-        assert_hub_matches(hub.store.path, store, "kiosk-a")
-        thumbs = list(hub.store.db.query("select count(thumbnail_jpeg) as n from results"))
+        assert_hub_matches(hub.store, store, "kiosk-a")
+        thumbs = hub.store.query("select count(thumbnail_jpeg) as n from results")
         assert thumbs[0]["n"] == 9
     finally:
         hub.close()
@@ -320,7 +330,7 @@ def test_wrong_or_missing_token(tmp_path: Path, hub: HubThread) -> None:
     assert hub.store.result_ids() == set()
     connect(config, hub.url, real)
     assert push(store, config).complete
-    assert_hub_matches(hub.store.path, store, "kiosk-a")
+    assert_hub_matches(hub.store, store, "kiosk-a")
 
 
 def test_kiosk_and_hub_clocks_disagree(tmp_path: Path, hub: HubThread) -> None:
@@ -335,10 +345,10 @@ def test_kiosk_and_hub_clocks_disagree(tmp_path: Path, hub: HubThread) -> None:
 
     assert push(store, config).complete
 
-    rows = {r["id"]: r for r in hub.store.db.query("select * from results")}
+    rows = {r["id"]: r for r in hub.store.query("select * from results")}
     assert [rows[i]["created_at"] for i in ids] == skewed  # stored as sent, never corrected
     assert all(rows[i]["received_at"] >= before for i in ids)  # the hub's own clock
-    assert_hub_matches(hub.store.path, store, "kiosk-a")
+    assert_hub_matches(hub.store, store, "kiosk-a")
 
 
 # -- real processes -------------------------------------------------------------------------
@@ -352,12 +362,24 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class HubProcess:
-    """`kiosk hub serve --port 0` as a subprocess; the port is read from its first line."""
+    """`kiosk hub serve --database-url URL` as a subprocess; the port is read from its first
+    line (``port=0``: any free port; a fixed port to restart a killed hub where it was)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, url: str, port: int = 0) -> None:
         self.data_dir = data_dir
+        self.database_url = url
         self.proc = subprocess.Popen(
-            [*cli_command(), "hub", "serve", "--host", "127.0.0.1", "--port", "0"],
+            [
+                *cli_command(),
+                "hub",
+                "serve",
+                "--database-url",
+                url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=_env(data_dir),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -371,7 +393,7 @@ class HubProcess:
 
     def add_device(self, name: str) -> str:
         out = subprocess.run(
-            [*cli_command(), "hub", "add-device", name],
+            [*cli_command(), "hub", "add-device", "--database-url", self.database_url, name],
             env=_env(self.data_dir),
             capture_output=True,
             text=True,
@@ -380,7 +402,13 @@ class HubProcess:
         )
         return out.stdout.strip()
 
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
     def close(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
@@ -390,7 +418,7 @@ class HubProcess:
 
 
 def kiosk_push(
-    data_dir: Path, device_id: str, url: str, token: str, batch: int = 5
+    data_dir: Path, device_id: str, url: str, token: str, batch: int = 5, **extra: str
 ) -> subprocess.Popen[str]:
     env = _env(
         data_dir,
@@ -399,6 +427,7 @@ def kiosk_push(
         KIOSK_SYNC_TOKEN=token,
         KIOSK_SYNC_BATCH_SIZE=str(batch),
         KIOSK_SYNC_TIMEOUT_S="5",
+        **extra,
     )
     return subprocess.Popen(
         [*cli_command(), "sync", "push"],
@@ -409,30 +438,30 @@ def kiosk_push(
     )
 
 
-def hub_count(hub_dir: Path) -> int:
-    conn = sqlite3.connect(f"file:{hub_dir / HUB_DB_NAME}?mode=ro", uri=True, timeout=5)
+def hub_count(url: str) -> int:
+    store = HubStore(url, upgrade=False)
     try:
-        return int(conn.execute("select count(*) from results").fetchone()[0])
+        return store.count_results()
     finally:
-        conn.close()
+        store.close()
 
 
-def test_kiosk_killed_mid_push(tmp_path: Path) -> None:
+def test_kiosk_killed_mid_push(tmp_path: Path, hub_url: str) -> None:
     config, store, _ = make_kiosk(tmp_path, "kiosk-k", 40)
     store.close()
-    hub = HubProcess(tmp_path / "hub")
+    hub = HubProcess(tmp_path / "hub", hub_url)
     proxy = FaultProxy(hub.port)
     proxy.default = ("delay", 0.4)
     try:
         token = hub.add_device("kiosk-k")
         proc = kiosk_push(config.data_dir, "kiosk-k", proxy.url, token, batch=4)
         deadline = time.monotonic() + 20
-        while hub_count(hub.data_dir) < 8 and time.monotonic() < deadline:
+        while hub_count(hub_url) < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
-        partial = hub_count(hub.data_dir)
+        partial = hub_count(hub_url)
         assert 8 <= partial < 40
 
         again = kiosk_push(config.data_dir, "kiosk-k", hub.url, token, batch=4)
@@ -444,13 +473,61 @@ def test_kiosk_killed_mid_push(tmp_path: Path) -> None:
     from kiosk.store import Store
 
     store = Store(config.db_path)
-    assert_hub_matches(hub.data_dir / HUB_DB_NAME, store, "kiosk-k")
+    assert_hub_matches(hub_url, store, "kiosk-k")
 
 
-def test_two_kiosks_and_a_hub_as_processes_with_faults(tmp_path: Path) -> None:
+def test_hub_killed_mid_batch_and_restarted(tmp_path: Path, hub_url: str) -> None:
+    """One kiosk's `kiosk sync push` while the hub process is SIGKILLed with a batch in flight
+    and started again: the push finishes by itself, every result is there exactly once, and
+    what the dead hub had written was whole batches (a transaction, not half a batch)."""
+    config, store, ids = make_kiosk(tmp_path, "kiosk-h", 60, images=True)
+    store.close()
+    hub = HubProcess(tmp_path / "hub", hub_url)
+    port = hub.port
+    killed = threading.Event()
+
+    def kill_hub() -> None:
+        hub.kill()
+        killed.set()
+
+    # Batches 1 and 2 pass; batch 3 reaches the hub, which is killed 10 ms later.
+    proxy = FaultProxy(port, [("pass",), ("pass",), ("kill", 0.01, kill_hub)])
+    restarted: list[HubProcess] = []
+    try:
+        token = hub.add_device("kiosk-h")
+        thumbs_on = {"KIOSK_SYNC_INCLUDE_THUMBNAIL": "true"}
+        proc = kiosk_push(config.data_dir, "kiosk-h", proxy.url, token, batch=10, **thumbs_on)
+        assert killed.wait(timeout=30), "the third batch never reached the hub"
+        assert hub.proc.returncode == -signal.SIGKILL
+        held = hub_count(hub_url)
+        assert held in (20, 30), f"the killed hub holds {held} results: not whole batches"
+        restarted.append(HubProcess(tmp_path / "hub", hub_url, port=port))
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out + err
+        assert "sent 60 results" in out, out
+    finally:
+        proxy.close()
+        for h in (hub, *restarted):
+            h.close()
+    from kiosk.store import Store
+
+    kiosk = Store(config.db_path)
+    assert_hub_matches(hub_url, kiosk, "kiosk-h")
+    check = HubStore(hub_url, upgrade=False)
+    try:
+        rows = check.query("select id, count(*) as n from results group by id")
+        assert sorted(r["id"] for r in rows) == sorted(ids)
+        assert {r["n"] for r in rows} == {1}
+        thumbs = check.query("select count(thumbnail_jpeg) as n from results")[0]["n"]
+        assert thumbs == 60
+    finally:
+        check.close()
+
+
+def test_two_kiosks_and_a_hub_as_processes_with_faults(tmp_path: Path, hub_url: str) -> None:
     cfg_a, store_a, _ = make_kiosk(tmp_path, "ward-a", 30, seed=11)
     cfg_b, store_b, _ = make_kiosk(tmp_path, "ward-b", 25, seed=22)
-    hub = HubProcess(tmp_path / "hub")
+    hub = HubProcess(tmp_path / "hub", hub_url)
     # ward-a's link cuts a request, then loses an answer the hub had committed.
     proxy = FaultProxy(hub.port, [("pass",), ("cut", 300), ("pass",), ("drop",)])
     try:
@@ -478,16 +555,18 @@ def test_two_kiosks_and_a_hub_as_processes_with_faults(tmp_path: Path) -> None:
     finally:
         proxy.close()
         hub.close()
-    hub_db = hub.data_dir / HUB_DB_NAME
-    assert_hub_matches(hub_db, store_a, "ward-a")
-    assert_hub_matches(hub_db, store_b, "ward-b")
-    conn = sqlite3.connect(hub_db)
+    assert_hub_matches(hub_url, store_a, "ward-a")
+    assert_hub_matches(hub_url, store_b, "ward-b")
+    check = HubStore(hub_url, upgrade=False)
     try:
-        assert conn.execute("select count(*) from results").fetchone()[0] == 55
-        assert conn.execute(
-            "select label from diagnoses where result_id = ? and code = 'pneumonia'", [ok_a]
-        ).fetchone() == (1,)
-        devices = dict(conn.execute("select name, reported_pending from devices"))
+        assert check.count_results() == 55
+        label = check.query(
+            "select label from diagnoses where result_id = :r and code = 'pneumonia'", {"r": ok_a}
+        )
+        assert [r["label"] for r in label] == [1]
+        devices = {d["name"]: d for d in check.devices()}
     finally:
-        conn.close()
+        check.close()
     assert set(devices) == {"ward-a", "ward-b"}
+    # The CLI push says which software it is; the hub keeps it for the fleet view.
+    assert devices["ward-a"]["kiosk_version"] == kiosk.__version__

@@ -27,6 +27,7 @@ UNITS = (
     "kiosk-retention.service",
     "kiosk-retention.timer",
     "kiosk-display.service",
+    "kiosk-hub.service",
 )
 HOST_UNIT_DIRS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 ANALYZE_TIMEOUT_S = 120
@@ -291,3 +292,11 @@ def test_example_config_is_valid() -> None:
     loaded = config.load_config(SYSTEMD_DIR / "kiosk.toml.example", env={})
     assert str(loaded.data_dir) == "/var/lib/kiosk"
     assert loaded.camera.backend == "picamera2"
+
+
+def test_hub_service_runs_the_hub_behind_the_proxy() -> None:
+    service = parse_unit(SYSTEMD_DIR / "kiosk-hub.service")["Service"]
+    assert service["ExecStart"][0].startswith("/opt/kiosk-hub/venv/bin/kiosk hub serve ")
+    assert "--host 127.0.0.1" in service["ExecStart"][0]
+    assert service["User"] == ["kiosk-hub"] and service["CapabilityBoundingSet"] == [""]
+    assert service["EnvironmentFile"] == ["-/etc/kiosk-hub/hub.env"]

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.model.train.augment import AugmentConfig, augment
-from kiosk.model.train.data import (
+from kiosk.lab.train.augment import AugmentConfig, augment
+from kiosk.lab.train.data import (
     DataError,
     Sample,
     deduplicate,
@@ -25,7 +25,8 @@ from kiosk.model.train.data import (
     split_by_patient,
     write_split_csv,
 )
-from kiosk.model.train.metrics import auroc, ece_equal_mass, sens_spec, youden_threshold
+from kiosk.stats import auroc_or_nan as auroc
+from kiosk.stats import ece_equal_mass, sens_spec, youden_threshold
 
 
 @pytest.mark.parametrize(
@@ -236,12 +237,12 @@ def _tiny_dataset(root: Path, n: int = 24, size: int = 64) -> Path:
 def test_one_epoch_multilabel_train_and_int8_export(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="training needs torch (the `train` extra)")
     pytest.importorskip("tensorflow", reason="export needs tensorflow (the `train` extra)")
+    from kiosk.lab.train.release import build_release
+    from kiosk.lab.train.trainer import TrainConfig, train
     from kiosk.model.classifier import Classifier
     from kiosk.model.manifest import Manifest
     from kiosk.model.ood import OodDetector
     from kiosk.model.runtime import file_sha256
-    from kiosk.model.train.release import build_release
-    from kiosk.model.train.trainer import TrainConfig, train
 
     csv_path = _tiny_dataset(tmp_path / "data")
     out = tmp_path / "models"
@@ -310,7 +311,7 @@ def test_cli_imports_no_heavy_frameworks_and_evaluate_needs_data(tmp_path: Path)
 
 def test_mac_count_of_lite0_matches_the_published_size() -> None:
     pytest.importorskip("torch", reason="counting MACs builds the PyTorch model (`train` extra)")
-    from kiosk.model.train.engines import count_macs
+    from kiosk.lab.train.engines import count_macs
 
     # EfficientNet-Lite0 at 224 px is published as about 0.39 G multiply-adds (1000 classes);
     # with one output the classifier adds only 1280 of them.

@@ -27,7 +27,7 @@ from kiosk.camera.base import (
     resize_to_width,
 )
 from kiosk.errors import CameraError, ImageError
-from kiosk.imageio import list_inputs, read_image
+from kiosk.imaging.decode import list_inputs, read_image
 
 logger = logging.getLogger(__name__)
 

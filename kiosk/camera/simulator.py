@@ -1,4 +1,4 @@
-"""A virtual camera over a virtual lightbox, rendered by kiosk.simulate.
+"""A virtual camera over a virtual lightbox, rendered by kiosk.render_scene.
 
 The rig is fixed for the life of the camera (one lightbox, one camera pose: ``SceneParams``
 drawn once from ``seed``); each placement of a film varies only where the film lies. Exposure
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk import simulate
+from kiosk.camera import scene as render_scene
 from kiosk.camera.base import (
     DEFAULT_PREVIEW_WIDTH_PX,
     META_ANALOGUE_GAIN,
@@ -40,7 +40,7 @@ from kiosk.camera.base import (
     as_rgb,
 )
 from kiosk.errors import CameraError, ImageError
-from kiosk.imageio import list_inputs, read_image
+from kiosk.imaging.decode import list_inputs, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,11 @@ class SimulatorCamera:
         auto_cycle_s: float = 0.0,
         folder: Path | str | None = None,
         motion_frames: int = MOTION_FRAMES,
-        params: simulate.SceneParams | None = None,
+        params: render_scene.SceneParams | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         width, height = resolution or DEFAULT_RESOLUTION_PX
-        self.size = (int(height), int(width))  # (h, w) as simulate wants it
+        self.size = (int(height), int(width))  # (h, w) as the renderer wants it
         self.preview_width = preview_width
         preview_height = max(2, round(height * preview_width / width))
         self.preview_size = (preview_height, preview_width)
@@ -93,7 +93,7 @@ class SimulatorCamera:
         self._rng = np.random.default_rng(seed)
         if params is None:
             params = replace(
-                simulate.random_params(self._rng, difficulty=difficulty),
+                render_scene.random_params(self._rng, difficulty=difficulty),
                 clip=False,
                 fingers=False,
                 second_film=False,
@@ -107,10 +107,12 @@ class SimulatorCamera:
         self._motion_left = 0
         self._locked = Exposure()
         self._preview_cache: dict[tuple[int, float, int], np.ndarray] = {}
-        self._still_cache: OrderedDict[tuple[int, float, int], simulate.Rendering] = OrderedDict()
+        self._still_cache: OrderedDict[tuple[int, float, int], render_scene.Rendering] = (
+            OrderedDict()
+        )
         self._cycle_index = -1
         self._folder_files: list[Path] | None = None
-        self.last_rendering: simulate.Rendering | None = None
+        self.last_rendering: render_scene.Rendering | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self) -> None:
@@ -187,7 +189,7 @@ class SimulatorCamera:
                 except ImageError:
                     # No file name in the log: names of X-ray files can identify patients.
                     logger.warning("simulator: an image in the folder is unreadable; phantom used")
-        return simulate.phantom_chest(self._rng)
+        return render_scene.phantom_chest(self._rng)
 
     def _run_demo_cycle(self) -> None:
         if self.auto_cycle_s <= 0:
@@ -220,7 +222,7 @@ class SimulatorCamera:
     # -- frames --------------------------------------------------------------------------
     def _scene(
         self, factor: float, motion_step: int
-    ) -> tuple[np.ndarray | None, simulate.SceneParams]:
+    ) -> tuple[np.ndarray | None, render_scene.SceneParams]:
         p = replace(self.params, exposure_scale=self.params.exposure_scale * factor)
         placement = self._placement
         if placement is None:
@@ -244,7 +246,7 @@ class SimulatorCamera:
             base = self._preview_cache.get(key)
             if base is None:
                 digital, params = self._scene(factor, motion_step)
-                base = simulate.render(digital, params, self._rng, size=self.preview_size).image
+                base = render_scene.render(digital, params, self._rng, size=self.preview_size).image
                 self._preview_cache[key] = base
             noise = self._rng.normal(0.0, PREVIEW_NOISE_LEVELS, base.shape).astype(np.float32)
         return np.clip(base.astype(np.float32) + noise, 0, 255).astype(np.uint8)
@@ -261,7 +263,7 @@ class SimulatorCamera:
             rendering = self._still_cache.get(key)
             if rendering is None:
                 digital, params = self._scene(factor, self._motion_left)
-                rendering = simulate.render(digital, params, self._rng, size=self.size)
+                rendering = render_scene.render(digital, params, self._rng, size=self.size)
                 self._still_cache[key] = rendering
                 while len(self._still_cache) > STILL_CACHE_SIZE:
                     self._still_cache.popitem(last=False)

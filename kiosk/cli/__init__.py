@@ -55,7 +55,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     ctx.obj = CliContext(config_path)
 
 
-COMMAND_MODULES = ("analyze", "calibrate", "model", "ops", "serve", "sync", "users")
+COMMAND_MODULES = ("analyze", "calibrate", "hub", "model", "ops", "serve", "sync", "users")
 
 
 def _register() -> None:

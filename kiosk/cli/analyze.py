@@ -43,8 +43,8 @@ def analyze(
     obj: CliContext, paths: tuple[Path, ...], input_kind: str, as_json: bool, no_store: bool
 ) -> None:
     """Analyse image files or folders of them, in order; a bad file never stops the batch."""
-    from kiosk.appliance import Appliance, load_classifier
-    from kiosk.imageio import list_inputs
+    from kiosk.app.appliance import Appliance, load_classifier
+    from kiosk.imaging.decode import list_inputs
     from kiosk.pipeline import Pipeline
 
     config = obj.config
@@ -80,14 +80,20 @@ def analyze(
 @click.pass_obj
 def rectify(obj: CliContext, photo: Path, out: Path | None, as_json: bool) -> None:
     """Find the film in one lightbox photo; report its corners and quality."""
-    from kiosk import rectify as rectify_stage
-    from kiosk.imageio import atomic_write_bytes, encode_png, read_image
-    from kiosk.rig import RigReference
+    from kiosk.atomic import atomic_write_bytes
+    from kiosk.capture.rig import RigReference
+    from kiosk.imaging.decode import read_image
+    from kiosk.imaging.encode import encode_png
+    from kiosk.model.localiser import load_localiser
+    from kiosk.rectify.rectifier import rectify as rectify_photo
 
     config = obj.config
     image = read_image(photo).pixels
-    rig = RigReference.load(config.data_dir / "rig")
-    result = rectify_stage.rectify(image, rig, method=config.rectify.method)
+    rig = RigReference.load(config.rig_dir)
+    localiser = None
+    if config.rectify.method in ("learned", "combined"):
+        localiser = load_localiser(config.models_dir)
+    result = rectify_photo(image, rig, method=config.rectify.method, localiser=localiser)
     if out is not None and result.film is not None:
         atomic_write_bytes(out, encode_png(result.film))
     data: dict[str, Any] = {

@@ -59,8 +59,8 @@ def calibrate(
     as_json: bool,
 ) -> None:
     """Fit calibrators on labelled photos (CSV: path,<finding>...) and store the record."""
-    from kiosk.appliance import Appliance
-    from kiosk.recalibrate import collect_from_photos, fit_and_save, read_labels_csv
+    from kiosk.app.appliance import Appliance
+    from kiosk.calibration.workflow import collect_from_photos, fit_and_save, read_labels_csv
 
     appliance = Appliance.open(obj.config)
     try:
@@ -125,7 +125,7 @@ def calibration() -> None:
 
 
 def _store_and_manifest(obj: CliContext) -> tuple[Store, Manifest]:
-    from kiosk.appliance import load_manifest
+    from kiosk.app.appliance import load_manifest
     from kiosk.store import Store
 
     return Store(obj.config.db_path), load_manifest(obj.config)

@@ -24,7 +24,7 @@ def model() -> None:
 @click.pass_obj
 def info(obj: CliContext, as_json: bool) -> None:
     """Show the active model's manifest, tensors and load time."""
-    from kiosk.appliance import load_classifier
+    from kiosk.app.appliance import load_classifier
 
     classifier = load_classifier(obj.config)
     m = classifier.manifest
@@ -75,7 +75,7 @@ def info(obj: CliContext, as_json: bool) -> None:
 @click.pass_obj
 def verify(obj: CliContext) -> None:
     """Check the model file against its manifest and run one inference."""
-    from kiosk.appliance import load_classifier
+    from kiosk.app.appliance import load_classifier
 
     classifier = load_classifier(obj.config)
     rng = np.random.default_rng(0)
@@ -94,7 +94,7 @@ def verify(obj: CliContext) -> None:
 @click.pass_obj
 def install(obj: CliContext, manifest: Path) -> None:
     """Install a model update (MANIFEST.json next to its .tflite), verify it, switch to it."""
-    from kiosk.appliance import installed_models_dir
+    from kiosk.app.appliance import installed_models_dir
     from kiosk.model.install import install as do_install
     from kiosk.store import Store
 
@@ -114,7 +114,7 @@ def install(obj: CliContext, manifest: Path) -> None:
 @click.pass_obj
 def rollback(obj: CliContext) -> None:
     """Switch back to the model that was active before the last install."""
-    from kiosk.appliance import installed_models_dir
+    from kiosk.app.appliance import installed_models_dir
     from kiosk.model.install import rollback as do_rollback
     from kiosk.store import Store
 

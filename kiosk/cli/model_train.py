@@ -1,6 +1,6 @@
 """``kiosk model train|export|evaluate|engines``: build and check the bundled classifier.
 
-Thin click commands over :mod:`kiosk.model.train`. torch and TensorFlow are imported inside
+Thin click commands over :mod:`kiosk.lab.train`. torch and TensorFlow are imported inside
 the command bodies only (they come with the ``train`` extra), so ``kiosk`` starts fast on the
 Pi without them.
 """
@@ -15,13 +15,13 @@ from typing import Any
 
 import click
 
+from kiosk.config import BUNDLED_MODELS_DIR, KERMANY_DIR
 from kiosk.errors import KioskError
 
 logger = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[2]
-DEFAULT_MODELS = _REPO / "models"
-DEFAULT_DATA = _REPO.parent / "shared" / "data" / "kermany-train"
+DEFAULT_MODELS = BUNDLED_MODELS_DIR
+DEFAULT_DATA = KERMANY_DIR
 DEFAULT_ID = "cxr-pneumonia-effl0"
 LICENCE = (
     "Weights: trained on Kermany et al. 2018 (CC BY 4.0, doi:10.17632/rscbjbr9sj.2) from the "
@@ -47,7 +47,7 @@ def _need_train_extra() -> None:
 def _release(
     weights: Path, record_path: Path, data_root: Path, out: Path, model_id: str
 ) -> dict[str, Any]:
-    from kiosk.model.train.release import build_release
+    from kiosk.lab.train.release import build_release
 
     record = json.loads(record_path.read_text(encoding="utf-8"))
     cfg = record["config"]
@@ -143,7 +143,7 @@ def train_command(
 ) -> None:
     """Train, export (int8 + float32 TFLite), choose thresholds and fit the OOD reference."""
     _need_train_extra()
-    from kiosk.model.train.trainer import TrainConfig, train
+    from kiosk.lab.train.trainer import TrainConfig, train
 
     if data is None and labels_csv is None:
         data = DEFAULT_DATA
@@ -239,8 +239,8 @@ def evaluate_command(
     update_card: bool,
 ) -> None:
     """Reproduce the model card's numbers from the committed models, split CSV and data."""
-    from kiosk.model.train.evaluate import evaluate, render_markdown
-    from kiosk.model.train.evaluate import update_card as write_card
+    from kiosk.lab.train.evaluate import evaluate, render_markdown
+    from kiosk.lab.train.evaluate import update_card as write_card
 
     if not data.is_dir():
         raise click.ClickException(
@@ -276,7 +276,7 @@ def evaluate_command(
 def engines_command(runs: int, threads: int, models_dir: Path, data: Path, as_json: bool) -> None:
     """Median latency of the bundled network on LiteRT, ONNX Runtime and PyTorch."""
     _need_train_extra()
-    from kiosk.model.train.engines import compare_engines, count_macs, render_table
+    from kiosk.lab.train.engines import compare_engines, count_macs, render_table
 
     try:
         timings = compare_engines(runs, threads, models_dir=models_dir, data_dir=data)

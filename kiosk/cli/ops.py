@@ -19,7 +19,7 @@ COMMANDS: list[click.Command] = []
 @click.pass_obj
 def doctor(obj: CliContext, as_json: bool, no_camera: bool) -> None:
     """Check config, data directory, disk, database, model and camera; say how to fix problems."""
-    from kiosk.doctor import run_checks
+    from kiosk.app.doctor import run_checks
 
     checks = run_checks(obj.config, camera=not no_camera)
     if as_json:
@@ -40,16 +40,34 @@ def doctor(obj: CliContext, as_json: bool, no_camera: bool) -> None:
     "--soak", default=0, show_default=True, help="Full analyses to run while sampling memory."
 )
 @click.option("--engines", is_flag=True, help="Also compare inference engines (train extra).")
+@click.option(
+    "--capture",
+    "capture_path",
+    is_flag=True,
+    help="The capture path instead: 12 MP bracket in memory -> result committed.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def bench(obj: CliContext, runs: int, soak: int, engines: bool, as_json: bool) -> None:
+def bench(
+    obj: CliContext, runs: int, soak: int, engines: bool, capture_path: bool, as_json: bool
+) -> None:
     """Per-stage latency medians, model load time and memory on this machine."""
-    from kiosk.bench import format_report, run_bench
+    if capture_path:
+        from kiosk.lab.capture_bench import format_capture_report, run_capture_bench
+
+        capture_report = run_capture_bench(obj.config, runs=min(runs, 15))
+        click.echo(
+            json.dumps(capture_report, indent=2)
+            if as_json
+            else format_capture_report(capture_report)
+        )
+        return
+    from kiosk.lab.bench import format_report, run_bench
 
     report = run_bench(obj.config, runs=runs, soak=soak)
     if engines:
         try:
-            from kiosk.model.train.engines import compare_engines
+            from kiosk.lab.train.engines import compare_engines
         except ImportError as exc:
             raise KioskError(
                 f"engine comparison needs the train extra ({exc})",
@@ -66,12 +84,17 @@ def retention() -> None:
 
 
 @retention.command("run")
-@click.option("--days", type=int, default=None, help="Override retention.image_days.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Override retention.image_days (0 = keep every image).",
+)
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @click.pass_obj
 def retention_run(obj: CliContext, days: int | None, dry_run: bool) -> None:
     """Delete film images older than the configured number of days."""
-    from kiosk.retention import purge_images
+    from kiosk.app.retention import purge_images
     from kiosk.store import Store
 
     config = obj.config

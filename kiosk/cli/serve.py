@@ -18,8 +18,8 @@ COMMANDS: list[click.Command] = []
 @click.pass_obj
 def serve(obj: CliContext, demo: bool, host: str | None, port: int | None) -> None:
     """Run the kiosk: live page, auto-capture, analysis, storage."""
-    from kiosk.config import BUNDLED_MODELS_DIR
-    from kiosk.server import serve as run
+    from kiosk.app.server import serve as run
+    from kiosk.config import BUNDLED_MODELS_DIR, DEMO_FILMS_DIR
 
     config = obj.config
     logging.getLogger().setLevel(config.log_level)
@@ -29,10 +29,12 @@ def serve(obj: CliContext, demo: bool, host: str | None, port: int | None) -> No
         config.camera.backend = "simulator"
         config.models_dir = BUNDLED_MODELS_DIR
         config.web.local_autologin = True
+        if config.camera.folder is None and DEMO_FILMS_DIR.is_dir():
+            # real films (demo/films), so the "not a chest X-ray" gate stays on
+            config.camera.folder = DEMO_FILMS_DIR
         if config.camera.folder is None:
-            # The simulator's films are drawn phantoms, not X-rays: the out-of-distribution
-            # gate would (rightly) reject them all. Point camera.folder at real digital
-            # X-rays to see the demo with the gate on.
+            # Without them the simulator draws phantoms, not X-rays: the out-of-distribution
+            # gate would (rightly) reject them all.
             config.ood_gate = False
     if host is not None:
         config.web.host = host

@@ -1,4 +1,4 @@
-"""`kiosk sync push|status`, `kiosk export`, `kiosk hub serve|import|add-device|devices|...`.
+"""`kiosk sync push|status`, `kiosk export` (the kiosk's side; `kiosk hub ...` is cli/hub.py).
 
 Thin: every command calls kiosk.sync. Exit status 0 when the work is done, 1 when a push
 stopped with results still waiting (nothing is lost: the next run continues), 2 for
@@ -7,7 +7,6 @@ configuration and system errors (a KioskError, printed with its fix).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -22,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_INCOMPLETE = 1
 EXIT_SYSTEM_ERROR = 2
+QUARANTINE_SHOWN = 20
 
 
 def _fail(exc: KioskError) -> None:
@@ -84,6 +84,7 @@ def sync_status(obj: Any, as_json: bool) -> None:
         store = Store(config.db_path)
         try:
             counts = store.outbox_counts()
+            quarantined = store.quarantined(QUARANTINE_SHOWN)
         finally:
             store.close()
     except KioskError as exc:
@@ -91,14 +92,23 @@ def sync_status(obj: Any, as_json: bool) -> None:
         return
     counts["hub"] = config.sync.url
     if as_json:
-        click.echo(json.dumps(counts))
+        click.echo(json.dumps({**counts, "quarantined_results": quarantined}))
         return
     click.echo(f"hub:     {config.sync.url or '(none configured)'}")
     click.echo(f"pending: {counts['pending']}")
     click.echo(f"failed:  {counts['failed']}")
     click.echo(f"sent:    {counts['sent']}")
+    click.echo(f"quarantined: {counts['quarantined']}")
     if counts["last_error"]:
         click.echo(f"last error ({counts['last_error_at']}): {counts['last_error']}")
+    for row in quarantined:
+        click.echo(f"quarantined {row['result_id']} ({row['quarantined_at']}): {row['error']}")
+    if quarantined:
+        click.echo(
+            "quarantined results are not sent: they break the wire schema as stored; "
+            "report them with `kiosk sync status --json`",
+            err=True,
+        )
 
 
 @click.command("export")
@@ -114,9 +124,12 @@ def sync_status(obj: Any, as_json: bool) -> None:
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Data file."
 )
+@click.option("--force", is_flag=True, help="Replace OUT (and its manifest) if they exist.")
 @click.pass_obj
-def export_cmd(obj: Any, since: str, until: str | None, fmt: Any, out: Path) -> None:
-    """Write results to OUT (+ OUT.manifest.json) for a USB stick; `kiosk hub import` reads it."""
+def export_cmd(obj: Any, since: str, until: str | None, fmt: Any, out: Path, force: bool) -> None:
+    """Write results to OUT (+ OUT.manifest.json) for a USB stick; `kiosk hub import` reads it.
+
+    An existing OUT is replaced only with --force; the kiosk's own database never is."""
     from kiosk.store import Store
     from kiosk.sync.export import export_results, manifest_path
 
@@ -124,7 +137,9 @@ def export_cmd(obj: Any, since: str, until: str | None, fmt: Any, out: Path) -> 
         config = obj.config
         store = Store(config.db_path)
         try:
-            manifest = export_results(store, config, since=since, until=until, fmt=fmt, out=out)
+            manifest = export_results(
+                store, config, since=since, until=until, fmt=fmt, out=out, overwrite=force
+            )
         finally:
             store.close()
     except KioskError as exc:
@@ -133,130 +148,4 @@ def export_cmd(obj: Any, since: str, until: str | None, fmt: Any, out: Path) -> 
     click.echo(f"wrote {manifest.counts['results']} results to {out} and {manifest_path(out).name}")
 
 
-@click.group("hub")
-def hub_group() -> None:
-    """The supervisor's hub: receive pushes, import exports, show a summary."""
-
-
-def _hub_store(obj: Any) -> Any:
-    from kiosk.sync.hub import HUB_DB_NAME, HubStore
-
-    return HubStore(obj.config.data_dir / HUB_DB_NAME)
-
-
-@hub_group.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8090, type=int, show_default=True, help="0 = any free port.")
-@click.option("--threads", default=4, type=int, show_default=True)
-@click.pass_obj
-def hub_serve(obj: Any, host: str, port: int, threads: int) -> None:
-    """Run the hub (waitress). Put an HTTPS reverse proxy in front of it."""
-    from waitress import create_server
-
-    from kiosk.sync.hub import MAX_CONTENT_LENGTH_BYTES, create_hub_app
-
-    try:
-        app = create_hub_app(obj.config.data_dir, store=_hub_store(obj))
-    except KioskError as exc:
-        _fail(exc)
-        return
-    try:
-        server: Any = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            max_request_body_size=2 * MAX_CONTENT_LENGTH_BYTES,
-        )
-    except OSError as exc:
-        _fail(KioskError(f"cannot listen on {host}:{port} ({exc})", "choose another --port"))
-        return
-    click.echo(f"hub listening on http://{host}:{server.effective_port}", err=False)
-    sys.stdout.flush()
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-
-
-@hub_group.command("add-device")
-@click.argument("name")
-@click.pass_obj
-def hub_add_device(obj: Any, name: str) -> None:
-    """Register kiosk NAME (its device_id) and print its new token, once."""
-    try:
-        hub = _hub_store(obj)
-        token = hub.add_device(name)
-        hub.close()
-    except KioskError as exc:
-        _fail(exc)
-        return
-    click.echo(token)
-    click.echo(
-        f"set this as sync.token on kiosk {name} (device_id = {name}); "
-        "it is not shown again and only its hash is stored",
-        err=True,
-    )
-
-
-@hub_group.command("devices")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def hub_devices(obj: Any, as_json: bool) -> None:
-    """Kiosks known to the hub, with last contact and counts."""
-    try:
-        hub = _hub_store(obj)
-        devices = hub.devices()
-        hub.close()
-    except KioskError as exc:
-        _fail(exc)
-        return
-    if as_json:
-        click.echo(json.dumps(devices))
-        return
-    for d in devices:
-        click.echo(
-            f"{d['name']}: {d['results']} results, last contact {d['last_contact_at'] or 'never'}"
-            f", reported waiting {d['reported_pending']}"
-        )
-
-
-@hub_group.command("admin-token")
-@click.pass_obj
-def hub_admin_token(obj: Any) -> None:
-    """Print a new password for the supervisor page (user 'supervisor'); the old one stops."""
-    try:
-        hub = _hub_store(obj)
-        token = hub.set_admin_token()
-        hub.close()
-    except KioskError as exc:
-        _fail(exc)
-        return
-    click.echo(token)
-
-
-@hub_group.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.pass_obj
-def hub_import(obj: Any, path: Path) -> None:
-    """Import a kiosk export (data file or its manifest); importing twice adds nothing."""
-    from kiosk.sync.export import import_export
-
-    try:
-        hub = _hub_store(obj)
-        try:
-            report = import_export(hub, path)
-        finally:
-            hub.close()
-    except KioskError as exc:
-        _fail(exc)
-        return
-    again = " (this file was imported before)" if report.already_imported else ""
-    click.echo(
-        f"{report.device_id}: {report.results} results read, {report.inserted} new, "
-        f"{report.updated} updated, {report.unchanged} already here{again}"
-    )
-    if report.rejected:
-        click.echo(f"error: {report.rejected} results belong to another device", err=True)
-        sys.exit(EXIT_INCOMPLETE)
-
-
-COMMANDS: list[click.Command] = [sync_group, export_cmd, hub_group]
+COMMANDS: list[click.Command] = [sync_group, export_cmd]

@@ -11,10 +11,9 @@ import sys
 
 import click
 
-from kiosk.store import Store
-from kiosk.web import auth
+from kiosk.store import Store, accounts
 
-ROLE_CHOICE = click.Choice(list(auth.ROLES))
+ROLE_CHOICE = click.Choice(list(accounts.ROLES))
 
 
 def _store(obj: object) -> Store:
@@ -41,7 +40,7 @@ def user_add(obj: object, name: str, role: str, password_stdin: bool) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     store = _store(obj)
     try:
-        user = auth.add_user(store, name, role, password, actor="cli")
+        user = accounts.add_user(store, name, role, password, actor="cli")
     finally:
         store.close()
     click.echo(f"user {user.username} added ({user.role})")
@@ -53,7 +52,7 @@ def user_list(obj: object) -> None:
     """List users, their roles and whether they are disabled."""
     store = _store(obj)
     try:
-        users = auth.list_users(store)
+        users = accounts.list_users(store)
     finally:
         store.close()
     if not users:
@@ -67,13 +66,33 @@ def user_list(obj: object) -> None:
 @click.argument("name")
 @click.pass_obj
 def user_disable(obj: object, name: str) -> None:
-    """Stop NAME from signing in (their past actions stay in the audit log)."""
+    """Stop NAME from signing in and end their sessions (past actions stay in the audit log)."""
     store = _store(obj)
     try:
-        auth.disable_user(store, name, actor="cli")
+        accounts.disable_user(store, name, actor="cli")
     finally:
         store.close()
-    click.echo(f"user {name} disabled")
+    click.echo(f"user {name} disabled; their open sessions have ended")
+
+
+@user_group.command("password")
+@click.argument("name")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@click.pass_obj
+def user_password(obj: object, name: str, password_stdin: bool) -> None:
+    """Give NAME a new password; every browser signed in as NAME is signed out."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    store = _store(obj)
+    try:
+        accounts.set_password(store, name, password, actor="cli")
+    finally:
+        store.close()
+    click.echo(f"password of {name} changed; their open sessions have ended")
 
 
 @click.group("token")
@@ -89,11 +108,39 @@ def token_add(obj: object, name: str, role: str) -> None:
     """Create a token called NAME; it is printed once and cannot be shown again."""
     store = _store(obj)
     try:
-        token = auth.add_token(store, name, role, actor="cli")
+        token = accounts.add_token(store, name, role, actor="cli")
     finally:
         store.close()
     click.echo(token)
     click.echo("store this token now: only its hash is kept", err=True)
+
+
+@token_group.command("list")
+@click.pass_obj
+def token_list(obj: object) -> None:
+    """List tokens: id, name, role, created, last used (the secrets are not stored)."""
+    store = _store(obj)
+    try:
+        tokens = accounts.list_tokens(store)
+    finally:
+        store.close()
+    if not tokens:
+        click.echo("no API tokens: `kiosk token add NAME --role staff` makes one")
+    for t in tokens:
+        click.echo(f"{t.id}\t{t.name}\t{t.role}\t{t.created_at}\t{t.last_used_at or 'never used'}")
+
+
+@token_group.command("revoke")
+@click.argument("which")
+@click.pass_obj
+def token_revoke(obj: object, which: str) -> None:
+    """Delete the token with id or name WHICH; scripts using it get 401 from then on."""
+    store = _store(obj)
+    try:
+        token = accounts.revoke_token(store, which, actor="cli")
+    finally:
+        store.close()
+    click.echo(f"token {token.name} ({token.id}) revoked")
 
 
 COMMANDS: list[click.Command] = [user_group, token_group]

@@ -11,6 +11,7 @@ import numpy as np
 from kiosk.model.manifest import Manifest
 from kiosk.model.preprocess import prepare
 from kiosk.model.runtime import TFLiteModel
+from kiosk.stats import sigmoid
 
 
 @dataclass(frozen=True)
@@ -22,17 +23,6 @@ class Prediction:
     features: np.ndarray | None  # (D,) pooled penultimate features, when the model has them
     cam: np.ndarray | None  # (h, w, C) class activation map, when the model has one
     timings_ms: dict[str, float]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
 
 
 class Classifier:

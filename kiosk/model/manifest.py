@@ -22,11 +22,18 @@ Example (``models/cxr-pneumonia-effl0.json``)::
                   "features": {"index": 1}, "cam": {"index": 2}},
       "head": "sigmoid",
       "findings": [{"code": "pneumonia", "label": "Pneumonia", "threshold": 0.5}],
-      "ood": {"file": "cxr-pneumonia-effl0.ood.npz"},
+      "ood": {"file": "cxr-pneumonia-effl0.ood.npz", "sha256": "…64 hex…"},
       "provenance": {"data": "…", "training_run": "…"},
       "licence": "…",
-      "card": "cxr-pneumonia-effl0.md"
+      "card": "cxr-pneumonia-effl0.md",
+      "card_sha256": "…64 hex…"
     }
+
+``id``, ``version``, ``file``, ``card`` and ``ood.file`` become parts of paths (an installed
+model lives in ``<id>-<version>-<sha8>/``), so each must be a plain name: letters, digits,
+``.``, ``_``, ``-``, ``+``, not starting with a dot. ``ood.sha256`` and ``card_sha256`` let
+``kiosk model install`` check every file it copies; manifests without them still load (they
+only cannot be installed as an update).
 
 ``mean`` and ``std`` are in 0-255 pixel units: the float input is ``(pixel - mean) / std``.
 ``resize`` is ``stretch`` (ignore aspect ratio, as the Kermany images were made), ``letterbox``
@@ -47,6 +54,7 @@ SCHEMA_VERSION = 1
 OUTPUT_ROLES = ("logits", "features", "cam", "mask", "heatmap")
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 Colour = Literal["rgb", "grey"]
 Resize = Literal["stretch", "letterbox", "crop"]
@@ -105,6 +113,7 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
     card: str | None = None
+    card_sha256: str | None = None
 
     @property
     def model_path(self) -> Path:
@@ -153,9 +162,24 @@ class Manifest:
         sha = str(raw["sha256"]).lower()
         if not _SHA_RE.match(sha):
             raise bad("sha256 must be 64 hexadecimal characters")
+        for key in ("id", "version"):
+            if not _is_plain_name(str(raw[key])):
+                raise bad(f"{key} {raw[key]!r} must be letters, digits, '.', '_', '-' or '+'")
         file_name = str(raw["file"])
-        if "/" in file_name or "\\" in file_name or file_name.startswith("."):
+        if not _is_plain_name(file_name):
             raise bad(f"file {file_name!r} must be a plain file name next to the manifest")
+        card = raw.get("card")
+        if card is not None and not _is_plain_name(card):
+            raise bad(f"card {card!r} must be a plain file name next to the manifest")
+        card_sha = _optional_sha(raw.get("card_sha256"), "card_sha256", bad)
+        ood = raw.get("ood") or {}
+        if not isinstance(ood, dict):
+            raise bad("ood must be an object")
+        if "file" in ood and not _is_plain_name(ood["file"]):
+            raise bad(f"ood.file {ood['file']!r} must be a plain file name next to the manifest")
+        ood_sha = _optional_sha(ood.get("sha256"), "ood.sha256", bad)
+        if ood_sha is not None:
+            ood = {**ood, "sha256": ood_sha}
 
         inp = raw["input"]
         if not isinstance(inp, dict):
@@ -228,10 +252,11 @@ class Manifest:
             quantization=str(raw.get("quantization", "int8")),
             head=head,
             findings=tuple(findings),
-            ood=dict(raw.get("ood") or {}),
+            ood=dict(ood),
             provenance=dict(raw.get("provenance") or {}),
             licence=str(raw.get("licence", "")),
-            card=raw.get("card"),
+            card=card,
+            card_sha256=card_sha,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +291,8 @@ class Manifest:
             out["ood"] = self.ood
         if self.card:
             out["card"] = self.card
+        if self.card_sha256:
+            out["card_sha256"] = self.card_sha256
         return out
 
     def write(self, path: Path | None = None) -> Path:
@@ -273,6 +300,20 @@ class Manifest:
         target = Path(path or self.path)
         target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return target
+
+
+def _is_plain_name(value: Any) -> bool:
+    """A file or folder name that cannot leave its folder: no separators, no leading dot."""
+    return isinstance(value, str) and bool(_PLAIN_NAME_RE.match(value)) and ".." not in value
+
+
+def _optional_sha(value: Any, name: str, bad: Any) -> str | None:
+    if value is None:
+        return None
+    sha = str(value).lower()
+    if not _SHA_RE.match(sha):
+        raise bad(f"{name} must be 64 hexadecimal characters")
+    return sha
 
 
 def _floats(value: Any, n: int, name: str, bad: Any) -> tuple[float, ...]:

@@ -27,13 +27,19 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Any
 
+from pydantic import ValidationError
+
+from kiosk import __version__
+from kiosk.backoff import Backoff
 from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import SyncError
 from kiosk.store import Store
 from kiosk.sync.payload import (
     SCHEMA_VERSION,
+    PayloadError,
     ResultPayload,
+    describe_validation_error,
     image_paths,
     make_thumbnail,
     read_results,
@@ -43,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 INGEST_PATH = "/api/v1/ingest"
 MAX_ATTEMPTS = 5
-BACKOFF_BASE_S = 1.0
-BACKOFF_MAX_S = 60.0
 
 
 @dataclass
@@ -60,6 +64,8 @@ class PushReport:
     error: str | None = None
     duration_s: float = 0.0
     rejected_ids: list[str] = field(default_factory=list)
+    # Stored rows that break the wire schema: kept out of every later push (see the outbox).
+    quarantined_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,7 @@ class PushReport:
             "batches": self.batches,
             "retries": self.retries,
             "rejected": self.rejected,
+            "quarantined": len(self.quarantined_ids),
             "remaining": self.remaining,
             "complete": self.complete,
             "error": self.error,
@@ -91,10 +98,13 @@ def ingest_url(base_url: str) -> str:
     return base + INGEST_PATH
 
 
+# "equal jitter": each delay between half and all of 1, 2, 4 ... 60 s
+PUSH_BACKOFF = Backoff(initial_s=0.75, max_s=45.0, jitter=1 / 3)
+
+
 def backoff_delay_s(attempt: int, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with equal jitter: half fixed, half random, capped."""
-    cap = min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
-    return cap / 2 + rand() * cap / 2
+    """Delay before retry ``attempt + 1`` of a push (``attempt`` counts from 0)."""
+    return PUSH_BACKOFF.delay_s(attempt + 1, rand)
 
 
 def _post(url: str, token: str, body: bytes, timeout_s: float) -> dict[str, Any]:
@@ -106,6 +116,8 @@ def _post(url: str, token: str, body: bytes, timeout_s: float) -> dict[str, Any]
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
             "Accept": "application/json",
+            # The hub's fleet view shows each kiosk's software version from this.
+            "User-Agent": f"lightbox-kiosk/{__version__}",
         },
     )
     try:
@@ -144,12 +156,38 @@ def _post(url: str, token: str, body: bytes, timeout_s: float) -> dict[str, Any]
     return reply
 
 
-def _read_batch(store: Store, limit: int, skip: set[str]) -> tuple[list[ResultPayload], dict]:
-    """Results to send and the ``enqueued_at`` each had when read (one consistent snapshot)."""
+def _payloads(store: Store, ids: list[str]) -> tuple[list[ResultPayload], dict[str, str]]:
+    """Wire objects for ``ids``, and the error of each stored row that breaks the wire schema.
+
+    One bad row must not hold back the others: when the batch as a whole does not build, each
+    row is built alone and the ones that fail are returned with the field that is wrong (never
+    its value: a bad value may be anything).
+    """
+    try:
+        return read_results(store, ids), {}
+    except (PayloadError, ValueError, TypeError, KeyError):
+        pass
+    results: list[ResultPayload] = []
+    broken: dict[str, str] = {}
+    for rid in ids:
+        try:
+            results.extend(read_results(store, [rid]))
+        except ValidationError as exc:
+            broken[rid] = str(describe_validation_error(exc, "result"))
+        except (PayloadError, ValueError, TypeError, KeyError) as exc:
+            broken[rid] = f"the stored result cannot be read ({type(exc).__name__})"
+    return results, broken
+
+
+def _read_batch(
+    store: Store, limit: int, skip: set[str]
+) -> tuple[list[ResultPayload], dict[str, str], dict[str, str]]:
+    """Results to send, the ``enqueued_at`` each had when read (one consistent snapshot), and
+    the rows that cannot be sent as stored, with why."""
     with store.transaction():
         ids = [i for i in store.outbox_batch(limit + len(skip)) if i not in skip][:limit]
         if not ids:
-            return [], {}
+            return [], {}, {}
         marks = ",".join("?" * len(ids))
         enqueued = {
             r["result_id"]: r["enqueued_at"]
@@ -157,8 +195,8 @@ def _read_batch(store: Store, limit: int, skip: set[str]) -> tuple[list[ResultPa
                 f"select result_id, enqueued_at from outbox where result_id in ({marks})", ids
             )
         }
-        results = read_results(store, ids)
-    return results, enqueued
+        results, broken = _payloads(store, ids)
+    return results, enqueued, broken
 
 
 def _with_thumbnails(
@@ -224,8 +262,14 @@ def push(
     skip: set[str] = set()
     batch_size = config.sync.batch_size
     while max_batches is None or report.batches < max_batches:
-        results, enqueued = _read_batch(store, batch_size, skip)
+        results, enqueued, broken = _read_batch(store, batch_size, skip)
+        for rid, problem in broken.items():
+            store.quarantine(rid, problem)
+            report.quarantined_ids.append(rid)
+            logger.warning("result %s quarantined, it breaks the wire schema: %s", rid, problem)
         if not results:
+            if broken:
+                continue
             break
         if config.sync.include_thumbnail:
             results = _with_thumbnails(store, config, results)
@@ -278,6 +322,12 @@ def push(
 def _finish(store: Store, report: PushReport, started: float) -> PushReport:
     counts = store.outbox_counts()
     report.remaining = counts["pending"] + counts["failed"]
+    if report.quarantined_ids and report.error is None:
+        # Not complete: someone has to look at these rows, and this run's exit status says so.
+        report.error = (
+            f"{len(report.quarantined_ids)} stored results break the wire schema and were "
+            "quarantined (see kiosk sync status)"
+        )
     report.complete = report.remaining == 0 and report.error is None
     if report.rejected and report.error is None:
         report.error = f"the hub did not accept {report.rejected} results (see kiosk sync status)"

@@ -1,14 +1,15 @@
-"""Exports for sneakernet (a USB stick to the supervisor), and importing them on the hub.
+"""Exports for sneakernet: a USB stick from the kiosk to the supervisor's hub.
 
 ``export_results`` writes one data file (``jsonl``, ``csv``, ``sqlite`` or ``fhir``) and then a
 manifest ``<out>.manifest.json`` with the counts, the data file's sha256, the device id, the
 time range and the schema version. Both are written to a temp file, fsynced and renamed, the
-manifest last: a manifest on the stick means a complete, verifiable export.
+manifest last: a manifest on the stick means a complete, verifiable export. An existing file is
+replaced only with ``overwrite=True`` (``kiosk export --force``), and never the kiosk's live
+database or its ``-wal``/``-shm`` files, whatever the path, link or option.
 
-``import_export`` (``kiosk hub import``) checks the sha256 against the manifest and upserts
-the results like a push does (same ids, same revisions), so importing an export twice, or an
-export of results already pushed, adds nothing. A file imported before is recognised by its
-sha256 and reported as such (its results are still checked, which changes nothing).
+Reading them back is the hub's job: ``kiosk.hub.importer`` (``kiosk hub import``) checks the
+sha256 against the manifest and upserts the results like a push does. This module imports
+nothing of the hub.
 
 Time range: ``since`` is inclusive, ``until`` exclusive, both on the kiosk's ``created_at``
 (UTC). A bare date for ``until`` means the end of that day.
@@ -22,7 +23,6 @@ import io
 import json
 import logging
 import os
-import sqlite3
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,21 +32,13 @@ from typing import Any, Literal
 import sqlite_utils
 
 from kiosk import __version__
+from kiosk.atomic import atomic_write_bytes
 from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import SyncError
-from kiosk.imageio import atomic_write_bytes
 from kiosk.store import Store
 from kiosk.sync import fhir
-from kiosk.sync.hub import HubStore
-from kiosk.sync.payload import (
-    SCHEMA_VERSION,
-    SUPPORTED_SCHEMA_VERSIONS,
-    PayloadError,
-    ResultPayload,
-    parse_result,
-    read_results,
-)
+from kiosk.sync.payload import SCHEMA_VERSION, ResultPayload, read_results
 
 logger = logging.getLogger(__name__)
 
@@ -96,19 +88,6 @@ class ExportManifest:
         return asdict(self)
 
 
-@dataclass
-class ImportReport:
-    """What ``kiosk hub import`` did."""
-
-    device_id: str
-    results: int
-    inserted: int
-    updated: int
-    unchanged: int
-    rejected: int
-    already_imported: bool = False
-
-
 def parse_time(value: str, *, end_of_day: bool = False) -> str:
     """A date or ISO time as the store's UTC text form (``2026-11-26T00:00:00.000Z``)."""
     text = value.strip()
@@ -121,7 +100,7 @@ def parse_time(value: str, *, end_of_day: bool = False) -> str:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise SyncError(
             f"{value!r} is not a date or time", "use YYYY-MM-DD or 2026-11-26T14:00:00Z"
         ) from exc
@@ -234,6 +213,34 @@ def manifest_path(out: Path) -> Path:
     return out.with_name(out.name + ".manifest.json")
 
 
+def _is_same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def check_target(out: Path, database: Path, *, overwrite: bool) -> None:
+    """Refuse to write an export over the live database, or over any file without
+    ``overwrite``; raises SyncError saying what to do."""
+    live = [database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))]
+    for target in (out, manifest_path(out)):
+        if any(_is_same_file(target, db_file) for db_file in live):
+            raise SyncError(
+                f"{target} is the kiosk's live database; an export must never replace it",
+                "write the export to another file, e.g. on the USB stick",
+            )
+    if not overwrite:
+        for target in (out, manifest_path(out)):
+            if target.exists() or target.is_symlink():
+                raise SyncError(
+                    f"{target} already exists; nothing was written",
+                    "choose another --out file, or add --force to replace it",
+                )
+
+
 def export_results(
     store: Store,
     config: KioskConfig,
@@ -242,13 +249,19 @@ def export_results(
     until: str | None,
     fmt: ExportFormat,
     out: Path,
+    overwrite: bool = False,
 ) -> ExportManifest:
-    """Write the results created in [since, until) to ``out`` plus its manifest."""
+    """Write the results created in [since, until) to ``out`` plus its manifest.
+
+    Raises SyncError when ``out`` or its manifest exists (unless ``overwrite``) or is the live
+    database (always).
+    """
     if fmt not in FORMATS:
         raise SyncError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     since_t = parse_time(since)
     until_t = parse_time(until, end_of_day=True) if until else None
     out = Path(out)
+    check_target(out, store.path, overwrite=overwrite)
     with store.transaction():
         results = read_results(store, _result_ids(store, since_t, until_t))
     if fmt == "sqlite":
@@ -281,153 +294,3 @@ def export_results(
     store.audit("export", "results.exported", None, {"format": fmt, "results": len(results)})
     logger.info("exported %d results as %s", len(results), fmt)
     return manifest
-
-
-# -- hub side -------------------------------------------------------------------------------
-
-
-def read_manifest(path: Path) -> ExportManifest:
-    """The manifest of an export (``path`` is the data file or the manifest itself)."""
-    path = Path(path)
-    mpath = path if path.name.endswith(".manifest.json") else manifest_path(path)
-    try:
-        raw = json.loads(mpath.read_text())
-        manifest = ExportManifest(**raw)
-    except FileNotFoundError as exc:
-        raise SyncError(
-            f"no manifest {mpath.name} next to the export",
-            "copy the .manifest.json file too; it proves the export is complete",
-        ) from exc
-    except (ValueError, TypeError) as exc:
-        raise SyncError(f"the manifest {mpath} is not valid ({exc})") from exc
-    if manifest.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise SyncError(
-            f"{mpath.name} has schema version {manifest.schema_version}, "
-            f"this hub reads {sorted(SUPPORTED_SCHEMA_VERSIONS)}",
-            "upgrade the hub",
-        )
-    return manifest
-
-
-def read_export(path: Path) -> tuple[ExportManifest, list[ResultPayload]]:
-    """Verify an export against its manifest and read its results."""
-    path = Path(path)
-    manifest = read_manifest(path)
-    is_manifest = path.name.endswith(".manifest.json")
-    data_path = path.with_name(manifest.data_file) if is_manifest else path
-    try:
-        data = data_path.read_bytes()
-    except FileNotFoundError as exc:
-        raise SyncError(f"the export data file {data_path} is missing") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest.sha256:
-        raise SyncError(
-            f"{data_path.name} does not match its manifest (sha256 {digest[:12]}…, "
-            f"expected {manifest.sha256[:12]}…): the copy is incomplete or altered",
-            "export again on the kiosk and copy both files",
-        )
-    results = _parse_data(manifest.format, data, data_path)
-    if len(results) != manifest.counts.get("results"):
-        raise SyncError(
-            f"{data_path.name} holds {len(results)} results, its manifest says "
-            f"{manifest.counts.get('results')}"
-        )
-    return manifest, results
-
-
-def _parse_data(fmt: str, data: bytes, path: Path) -> list[ResultPayload]:
-    if fmt == "jsonl":
-        return [
-            parse_result(json.loads(line), f"line {n}")
-            for n, line in enumerate(data.decode().splitlines(), start=1)
-            if line.strip()
-        ]
-    if fmt == "csv":
-        return _parse_csv(data.decode())
-    if fmt == "sqlite":
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("select payload from results order by created_at, id").fetchall()
-        finally:
-            conn.close()
-        return [parse_result(json.loads(p), f"row {n}") for n, (p,) in enumerate(rows, 1)]
-    if fmt == "fhir":
-        return fhir.results_from_bundle(json.loads(data))[1]
-    raise SyncError(f"unknown export format {fmt!r} in the manifest")
-
-
-def _parse_csv(text: str) -> list[ResultPayload]:
-    grouped: dict[str, dict[str, Any]] = {}
-    for n, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
-        rid = row["result_id"]
-        if rid not in grouped:
-            try:
-                grouped[rid] = {
-                    "id": rid,
-                    "revision": int(row["revision"]),
-                    "created_at": row["created_at"],
-                    "status": row["status"],
-                    "reason": row["reason"] or None,
-                    "input_kind": row["input_kind"] or None,
-                    "model": {
-                        "id": row["model_id"] or None,
-                        "version": row["model_version"] or None,
-                        "sha256": row["model_sha256"] or None,
-                    },
-                    "calibration_id": row["calibration_id"] or None,
-                    "quality": json.loads(row["quality_json"] or "{}"),
-                    "timings_ms": json.loads(row["timings_ms_json"] or "{}"),
-                    "corners": json.loads(row["corners_json"]) if row["corners_json"] else None,
-                    "diagnoses": json.loads(row["diagnoses_json"] or "[]"),
-                    "findings": [],
-                }
-            except (ValueError, KeyError) as exc:
-                raise PayloadError(f"csv line {n}", f"cannot be read ({exc})") from exc
-        if row["finding"]:
-            grouped[rid]["findings"].append(
-                {
-                    "code": row["finding"],
-                    "label": row["label"],
-                    "raw": float(row["raw"]),
-                    "probability": float(row["probability"]),
-                    "threshold": float(row["threshold"]),
-                    "positive": row["positive"] == "1",
-                }
-            )
-    return [parse_result(g, f"csv result {rid}") for rid, g in grouped.items()]
-
-
-def import_export(hub: HubStore, path: Path) -> ImportReport:
-    """Import an export into the hub: verified, idempotent, never a duplicate."""
-    manifest, results = read_export(path)
-    seen = list(hub.db.query("select 1 from imports where data_sha256 = ?", [manifest.sha256]))
-    outcome = hub.ingest(manifest.device_id, results, via="import")
-    if not seen:
-        with hub.transaction() as db:
-            db.table("imports").insert(
-                {
-                    "data_sha256": manifest.sha256,
-                    "imported_at": utcnow(),
-                    "device_id": manifest.device_id,
-                    "format": manifest.format,
-                    "results": len(results),
-                    "manifest": json.dumps(manifest.to_dict()),
-                }
-            )
-    logger.info(
-        "hub: imported %s export of %s: %d new, %d updated, %d unchanged",
-        manifest.format,
-        manifest.device_id,
-        outcome.inserted,
-        outcome.updated,
-        outcome.unchanged,
-    )
-    return ImportReport(
-        device_id=manifest.device_id,
-        results=len(results),
-        inserted=outcome.inserted,
-        updated=outcome.updated,
-        unchanged=outcome.unchanged,
-        rejected=len(outcome.rejected),
-        already_imported=bool(seen),
-    )

@@ -24,7 +24,8 @@ import cv2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kiosk.errors import KioskError
-from kiosk.imageio import encode_jpeg, read_image
+from kiosk.imaging.decode import read_image
+from kiosk.imaging.encode import encode_jpeg
 from kiosk.store import Store
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from kiosk.web import auth, logbuffer
 if TYPE_CHECKING:  # the CLI imports kiosk.web.auth without loading Flask, the model or cv2
     from flask import Flask
 
-    from kiosk.appliance import Appliance
-    from kiosk.service import KioskService
+    from kiosk.app.appliance import Appliance
+    from kiosk.app.service import KioskService
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,18 @@ def create_app(
     """The kiosk's Flask app. ``testing`` only turns on Flask's testing mode (errors propagate)."""
     from flask import Flask
 
-    from kiosk.web import account, api, health, live, render, results, security, supervisor, tech
+    from kiosk.web import (
+        account,
+        api,
+        health,
+        live,
+        params,
+        render,
+        results,
+        security,
+        supervisor,
+        tech,
+    )
 
     app = Flask(__name__)
     app.testing = testing
@@ -80,6 +91,7 @@ def create_app(
         logs=logbuffer.install(),
     )
     security.install(app)
+    params.install(app)
     app.jinja_env.filters["local_time"] = render.local_time
     app.jinja_env.filters["short_id"] = render.short_id
     app.jinja_env.globals["device_id"] = config.device_id

@@ -1,16 +1,22 @@
-"""Signing in and out (rate-limited), and the first-start hint when no user exists yet."""
+"""Signing in and out (rate-limited), and the first-start hint when no user exists yet.
+
+What is logged about a failed sign-in: the user name only when it is a real account's; anything
+else was typed by someone (sometimes a password typed in the wrong box) and is logged as
+"an unknown user name".
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-import secrets
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, session
 from flask.typing import ResponseReturnValue
 
+from kiosk.store import Store
 from kiosk.web import auth, context
-from kiosk.web.security import client_address, principal
+from kiosk.web.security import client_address, principal, start_session
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +24,25 @@ bp = Blueprint("account", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    """Only local paths: never redirect a signed-in user to another site."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
+    """Only same-site paths: never redirect a signed-in user to another site.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as ``/``, so
+    ``/%09/evil.example`` (a tab, decoded) is ``//evil.example`` to them: any control character,
+    space or backslash, and anything with a scheme or a host, sends the user to ``/`` instead.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def _name_for_log(store: Store, username: str) -> str:
+    """The typed name if it is an account's, else a placeholder (it may be a password)."""
+    return username if username and auth.get_user(store, username) else "an unknown user name"
 
 
 @bp.get("/login")
@@ -46,7 +67,11 @@ def login() -> ResponseReturnValue:
     wait_s = ctx.limiter.retry_after_s(keys)
     if wait_s > 0:
         minutes = max(1, math.ceil(wait_s / 60))
-        logger.warning("sign-in refused (rate limit) for %r from %s", username, client_address())
+        logger.warning(
+            "sign-in refused (rate limit) for %s from %s",
+            _name_for_log(store, username),
+            client_address(),
+        )
         page = render_template(
             "login.html",
             no_users=False,
@@ -62,7 +87,9 @@ def login() -> ResponseReturnValue:
     user = auth.authenticate(store, username, password)
     if user is None:
         ctx.limiter.failed(keys)
-        logger.warning("failed sign-in for %r from %s", username, client_address())
+        logger.warning(
+            "failed sign-in for %s from %s", _name_for_log(store, username), client_address()
+        )
         return (
             render_template(
                 "login.html",
@@ -73,10 +100,7 @@ def login() -> ResponseReturnValue:
             401,
         )
     ctx.limiter.succeeded(keys[:1])
-    session.clear()
-    session.permanent = True
-    session["user"] = user.username
-    session["csrf"] = secrets.token_urlsafe(32)
+    start_session(user)
     store.audit(user.username, "user.login", None, {"role": user.role})
     logger.info("%s signed in (%s)", user.username, user.role)
     return redirect(target)
@@ -86,6 +110,9 @@ def login() -> ResponseReturnValue:
 def logout() -> ResponseReturnValue:
     who = principal()
     if who is not None and who.kind == "session":
-        context().appliance.store.audit(who.name, "user.logout", None, None)
+        store = context().appliance.store
+        # Ends this user's sessions everywhere, so a copied cookie is worthless from now on.
+        auth.end_sessions(store, who.name)
+        store.audit(who.name, "user.logout", None, None)
     session.clear()
     return redirect("/login")

@@ -1,4 +1,8 @@
-"""JSON API for scripts: ``/api/v1/...`` with ``Authorization: Bearer <token>`` (or a session).
+"""JSON API for scripts: ``/api/v1/...``, only with ``Authorization: Bearer <token>``.
+
+Neither a session cookie nor the loopback autologin opens the API: any process on the kiosk (or
+behind a local reverse proxy, any client) would otherwise read results without a token, and a
+cookie-authenticated API would need CSRF checks too. Tokens: ``kiosk token add|list|revoke``.
 
 Results are returned without the ``source`` path, the patient reference, the raw features and
 the activation map (``/results/<id>/cam.png`` draws that).
@@ -14,6 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 from kiosk.errors import KioskError
 from kiosk.web import context
 from kiosk.web.health import readiness
+from kiosk.web.params import int_arg
 from kiosk.web.results import history_filters
 from kiosk.web.security import principal, require
 
@@ -22,6 +27,7 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_PAGE_SIZE = 200
+MAX_OFFSET = 10_000_000
 PUBLIC_FIELDS = (
     "id",
     "created_at",
@@ -50,16 +56,25 @@ def public_result(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@bp.before_request
+def _tokens_only() -> Response | None:
+    who = principal()
+    if who is not None and who.kind == "token":
+        return None
+    response = jsonify(
+        error="the API needs an API token",
+        fix="send Authorization: Bearer <token> (make one with `kiosk token add NAME --role ...`)",
+    )
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Bearer realm="kiosk"'
+    return response
+
+
 @bp.get("/results")
 @require("staff")
 def results() -> Response:
-    try:
-        limit = min(MAX_PAGE_SIZE, max(1, int(request.args.get("limit", "50"))))
-        offset = max(0, int(request.args.get("offset", "0")))
-    except ValueError:
-        response = jsonify(error="limit and offset must be integers")
-        response.status_code = 400
-        return response
+    limit = int_arg(request.args, "limit", 50, 1, MAX_PAGE_SIZE)
+    offset = int_arg(request.args, "offset", 0, 0, MAX_OFFSET)
     rows, total = context().appliance.store.list_results(
         limit=limit, offset=offset, **history_filters(request.args)
     )

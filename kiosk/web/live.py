@@ -2,8 +2,12 @@
 
 The page updates itself from ``/events`` (server-sent events: status changes and new results)
 and refreshes ``/preview.jpg`` about once a second; ``/status.json`` is the polling fallback.
-An SSE stream ends after ``SSE_STREAM_S`` so a forgotten tab never holds a server thread for
-long; the browser's EventSource reconnects by itself.
+
+Each open stream holds one of waitress's threads, so streams are rationed: at most
+``MAX_SSE_STREAMS`` at once (well below ``kiosk.app.server.SERVER_THREADS``, so ``/healthz``, the
+pages and the API always find a free thread) and each ends after ``SSE_STREAM_S``; the browser's
+EventSource reconnects by itself. Beyond the cap ``/events`` answers 503 with ``Retry-After``
+and the page keeps itself up to date by polling ``/status.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,8 +30,10 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("live", __name__)
 
-SSE_STREAM_S = 60.0
+SSE_STREAM_S = 25.0
 SSE_KEEPALIVE_S = 10.0
+MAX_SSE_STREAMS = 3
+SSE_RETRY_AFTER_S = 15
 NO_SERVICE_STATUS: dict[str, Any] = {
     "state": "problem",
     "message": "The camera is not running",
@@ -110,10 +117,25 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
+def _stream_slots() -> threading.BoundedSemaphore:
+    slots = context().extra.setdefault("sse_slots", threading.BoundedSemaphore(MAX_SSE_STREAMS))
+    assert isinstance(slots, threading.BoundedSemaphore)
+    return slots
+
+
 @bp.get("/events")
 @require("staff")
 def events() -> Response:
     service = context().service
+    slots = _stream_slots()
+    if not slots.acquire(blocking=False):
+        logger.info("live stream refused: %d streams already open", MAX_SSE_STREAMS)
+        return Response(
+            "Too many live pages are open; this one updates by polling.\n",
+            status=503,
+            mimetype="text/plain",
+            headers={"Retry-After": str(SSE_RETRY_AFTER_S), "Cache-Control": "no-store"},
+        )
 
     def stream() -> Iterator[str]:
         yield "retry: 2000\n\n"
@@ -136,8 +158,11 @@ def events() -> Response:
         finally:
             service.unsubscribe(q)
 
-    return Response(
+    response = Response(
         stream_with_context(stream()),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    # On close, not in the generator: a response that is never iterated must free its slot too.
+    response.call_on_close(slots.release)
+    return response

@@ -6,7 +6,7 @@ Pages show result ids and times, never the ``source`` path an image came from.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -16,6 +16,7 @@ from flask import Blueprint, Response, abort, render_template, request
 
 from kiosk.errors import ImageError
 from kiosk.web import context, render
+from kiosk.web.params import choice_arg, day_arg, int_arg
 from kiosk.web.security import require
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("results", __name__)
 
 HISTORY_PAGE_SIZE = 20
+MAX_PAGE = 1_000_000
 DISCLAIMER = (
     "A clinician must read the film and decide. The probabilities are estimates for films "
     "photographed on this kiosk."
@@ -104,36 +106,31 @@ def cam(result_id: str) -> Response:
     return Response(data, mimetype="image/png")
 
 
-def _day_start_utc(day: str) -> str | None:
-    """A local calendar day ``YYYY-MM-DD`` -> its start as the store's UTC timestamp text."""
-    try:
-        local = datetime.strptime(day, "%Y-%m-%d").astimezone()
-    except ValueError:
-        return None
+def _day_start_utc(day: date) -> str:
+    """A local calendar day -> its start as the store's UTC timestamp text."""
+    local = datetime(day.year, day.month, day.day).astimezone()
     return local.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def history_filters(args: Any) -> dict[str, Any]:
-    """Validated filters from query arguments (bad values are ignored, not errors)."""
+    """Validated filters from query arguments; a bad value raises ParamError (answered 400)."""
     filters: dict[str, Any] = {}
-    since = _day_start_utc(args.get("from", ""))
-    if since:
-        filters["since"] = since
-    until_day = args.get("to", "")
-    try:
-        next_day = (datetime.strptime(until_day, "%Y-%m-%d") + timedelta(days=1)).strftime(
-            "%Y-%m-%d"
-        )
-        filters["until"] = _day_start_utc(next_day)
-    except ValueError:
-        pass
-    if args.get("status") in ("ok", "rejected", "error"):
-        filters["status"] = args["status"]
+    since = day_arg(args, "from")
+    if since is not None:
+        filters["since"] = _day_start_utc(since)
+    until = day_arg(args, "to")
+    if until is not None:
+        filters["until"] = _day_start_utc(until + timedelta(days=1))
+    status = choice_arg(args, "status", ("ok", "rejected", "error"))
+    if status is not None:
+        filters["status"] = status
     codes = {f.code for f in context().appliance.pipeline.manifest.findings}
-    if args.get("finding") in codes:
-        filters["finding"] = args["finding"]
-    if args.get("positive") in ("1", "0"):
-        filters["positive"] = args["positive"] == "1"
+    finding = choice_arg(args, "finding", codes)
+    if finding is not None:
+        filters["finding"] = finding
+    positive = choice_arg(args, "positive", ("1", "0"))
+    if positive is not None:
+        filters["positive"] = positive == "1"
     return filters
 
 
@@ -142,10 +139,7 @@ def history_filters(args: Any) -> dict[str, Any]:
 def history() -> str:
     store = context().appliance.store
     filters = history_filters(request.args)
-    try:
-        page = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = int_arg(request.args, "page", 1, 1, MAX_PAGE)
     rows, total = store.list_results(
         limit=HISTORY_PAGE_SIZE, offset=(page - 1) * HISTORY_PAGE_SIZE, **filters
     )

@@ -1,22 +1,28 @@
-"""Who is asking, may they, and is the request genuine: sessions, tokens, CSRF, headers.
+"""Who is asking, may they, and is the request genuine: host, sessions, tokens, CSRF, headers.
 
-One ``before_request`` hook identifies the caller (``g.principal``): an API token
-(``Authorization: Bearer ...``), a signed-in session, or, only for requests from the kiosk's
-own loopback address *and* only when ``web.local_autologin`` is set, the local screen as
-``staff``. A second hook refuses state-changing requests without the session's CSRF token
-(form field ``csrf_token`` or header ``X-CSRF-Token``); token-authenticated API calls carry no
-cookies, so they need none. Every response gets the security headers.
+The first ``before_request`` hook refuses a ``Host`` header that is not one of the kiosk's names
+(``localhost``, the host name, ``<host name>.local``, any IP address, ``web.allowed_hosts``), so a
+web page on another site cannot reach the kiosk through DNS rebinding. The next identifies the
+caller (``g.principal``): an API token (``Authorization: Bearer ...``), a signed-in session whose
+user is enabled and whose session version is the user's current one (sign-out, disabling and a
+new password bump it), or, only for requests from the kiosk's own loopback address *and* only
+when ``web.local_autologin`` is set, the local screen as ``staff`` (pages only: the API takes
+tokens, see ``kiosk.web.api``). A third hook refuses state-changing requests without the
+session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``); token-authenticated
+API calls carry no cookies, so they need none. Every response gets the security headers.
 
-What this module does not do: store users or check passwords (``kiosk.web.auth``).
+What this module does not do: store users or check passwords (``kiosk.store.accounts``).
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, current_app, g, jsonify, redirect, render_template, request
 from flask import session as flask_session
 
+from kiosk.config import WebConfig
 from kiosk.web import auth
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,9 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 AUTOLOGIN_NAME = "kiosk-screen"
 SECRET_KEY_FILE = "secret_key"
 CSRF_FIELD = "csrf_token"
+SESSION_USER_KEY = "user"
+SESSION_VERSION_KEY = "sv"
+ANY_HOST = "*"
 CSRF_HEADER = "X-CSRF-Token"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -84,6 +94,52 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def allowed_host_names(web: WebConfig, hostname: str | None = None) -> frozenset[str]:
+    """The Host names the kiosk answers to (lower case); IP addresses are always allowed."""
+    host = (hostname if hostname is not None else socket.gethostname()).lower().rstrip(".")
+    names = {"localhost", *(h.lower().rstrip(".") for h in web.allowed_hosts)}
+    if host:
+        names.update({host, f"{host}.local", host.split(".")[0]})
+    if web.host and not _is_ip(web.host):
+        names.add(web.host.lower())
+    return frozenset(names)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def host_allowed(host_header: str, names: frozenset[str]) -> bool:
+    """True for ``name[:port]`` with a known name, or any IPv4 / ``[IPv6]`` address."""
+    if ANY_HOST in names:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        literal, _, _ = host[1:].partition("]")
+        return _is_ip(literal)
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.rstrip(".")
+    return bool(name) and (name in names or _is_ip(name))
+
+
+def _check_host() -> Response | None:
+    names: frozenset[str] = current_app.extensions["kiosk"].extra["allowed_hosts"]
+    host = request.headers.get("Host", "")
+    if host_allowed(host, names):
+        return None
+    logger.warning("refused a request for host %r from %s", host[:100], client_address())
+    return Response(
+        "Unknown host name. Open the kiosk by its IP address or add the name to "
+        "web.allowed_hosts in the kiosk's configuration.\n",
+        status=400,
+        mimetype="text/plain",
+    )
+
+
 def csrf_token() -> str:
     """This session's CSRF token (created on first use)."""
     token = flask_session.get("csrf")
@@ -116,10 +172,14 @@ def _identify() -> Response | None:
             return response
         g.principal = Principal(token.name, token.role, "token")
         return None
-    username = flask_session.get("user")
+    username = flask_session.get(SESSION_USER_KEY)
     if isinstance(username, str):
         user = auth.get_user(store, username)
-        if user is None or user.disabled:
+        if (
+            user is None
+            or user.disabled
+            or flask_session.get(SESSION_VERSION_KEY) != user.session_version
+        ):
             flask_session.clear()
         else:
             g.principal = Principal(user.username, user.role, "session")
@@ -164,8 +224,20 @@ def _headers(response: Response) -> Response:
     return response
 
 
+def start_session(user: auth.User) -> None:
+    """Sign ``user`` in on this browser: a new session bound to the user's session version."""
+    flask_session.clear()
+    flask_session.permanent = True
+    flask_session[SESSION_USER_KEY] = user.username
+    flask_session[SESSION_VERSION_KEY] = user.session_version
+    flask_session["csrf"] = secrets.token_urlsafe(32)
+
+
 def install(app: Flask) -> None:
-    """Register the identification, CSRF and header hooks on ``app``."""
+    """Register the host, identification, CSRF and header hooks on ``app``."""
+    ctx = app.extensions["kiosk"]
+    ctx.extra["allowed_hosts"] = allowed_host_names(ctx.appliance.config.web)
+    app.before_request(_check_host)
     app.before_request(_identify)
     app.before_request(_check_csrf)
     app.after_request(_headers)

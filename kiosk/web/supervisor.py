@@ -21,15 +21,13 @@ import numpy as np
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
-from kiosk.calibration import (
-    CalibrationRecord,
-    calibration_drift,
-    fit_calibration,
-    should_propose_refit,
-    sigmoid,
-)
+from kiosk.calibration.drift import calibration_drift, should_propose_refit
+from kiosk.calibration.fitting import fit_calibration
+from kiosk.calibration.records import CalibrationRecord
 from kiosk.errors import KioskError
+from kiosk.stats import sigmoid
 from kiosk.web import context, render
+from kiosk.web.params import FIRST_DAY, day_arg, int_arg
 from kiosk.web.security import SVG_IMAGE_POLICY, principal, require
 
 logger = logging.getLogger(__name__)
@@ -37,9 +35,11 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("supervisor", __name__, url_prefix="/supervisor")
 
 DIAGNOSES_PAGE_SIZE = 20
+MAX_PAGE = 1_000_000
 DRIFT_MIN_CASES = 30
 DIAGRAM_MIN_CASES = 10
 MAX_CSV_ERRORS_SHOWN = 10
+QUARANTINE_SHOWN = 20
 
 
 def _actor() -> str:
@@ -64,10 +64,7 @@ def index() -> ResponseReturnValue:
 @require("supervisor")
 def diagnoses() -> str:
     store = context().appliance.store
-    try:
-        page = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = int_arg(request.args, "page", 1, 1, MAX_PAGE)
     rows, total = store.list_results(
         status="ok", limit=DIAGNOSES_PAGE_SIZE, offset=(page - 1) * DIAGNOSES_PAGE_SIZE
     )
@@ -257,7 +254,7 @@ def calibration() -> str:
 @bp.get("/calibration/<calibration_id>/diagram.svg")
 @require("supervisor")
 def diagram(calibration_id: str) -> Response:
-    from kiosk.reliability import reliability_svg
+    from kiosk.calibration.reliability import reliability_svg
 
     appliance = context().appliance
     data = appliance.store.get_calibration(calibration_id)
@@ -402,6 +399,7 @@ def sync() -> str:
         "sup_sync.html",
         page="supervisor",
         counts=ctx.appliance.store.outbox_counts(),
+        quarantined=ctx.appliance.store.quarantined(QUARANTINE_SHOWN),
         hub=ctx.appliance.config.sync.url,
         last_push=ctx.extra.get("last_push"),
         pushing=_push_lock.locked(),
@@ -453,8 +451,10 @@ def export_download() -> ResponseReturnValue:
     if fmt not in _export_formats():
         abort(404)
     appliance = context().appliance
-    since = request.args.get("from") or "1970-01-01"
-    until = request.args.get("to") or None
+    first = day_arg(request.args, "from")
+    last = day_arg(request.args, "to")
+    since = (first or FIRST_DAY).isoformat()
+    until = last.isoformat() if last is not None else None
     filename = f"kiosk-{appliance.config.device_id}-{since}.{EXPORT_SUFFIX.get(fmt, fmt)}"
     with tempfile.TemporaryDirectory(prefix="kiosk-export-") as tmp:
         out = Path(tmp) / filename

@@ -1,4 +1,4 @@
-"""Technician pages: rig set-up wizard, model information, health checks and logs."""
+"""Technician pages: rig set-up wizard, model information, health checks, API tokens, logs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 from flask import Blueprint, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
-from kiosk.doctor import Check, run_checks
+from kiosk.app.doctor import Check, run_checks
+from kiosk.capture.rig import RigReference
 from kiosk.errors import KioskError
-from kiosk.rig import RigReference
-from kiosk.web import context
+from kiosk.web import auth, context
 from kiosk.web.security import principal, require
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _duration(seconds: float) -> str:
 def rig() -> str:
     ctx = context()
     try:
-        reference = RigReference.load(ctx.appliance.config.data_dir / "rig")
+        reference = RigReference.load(ctx.appliance.config.rig_dir)
         problem = None
     except KioskError as exc:
         reference, problem = None, str(exc)
@@ -144,6 +144,26 @@ def model() -> str:
         calibration=calibration,
         rig=appliance.pipeline.rig,
     )
+
+
+@bp.get("/tokens")
+@require("technician")
+def tokens() -> str:
+    return render_template(
+        "tech_tokens.html", page="tech", tokens=auth.list_tokens(context().appliance.store)
+    )
+
+
+@bp.post("/tokens/<token_id>/revoke")
+@require("technician")
+def revoke_token(token_id: str) -> ResponseReturnValue:
+    store = context().appliance.store
+    if not any(t.id == token_id for t in auth.list_tokens(store)):
+        flash("That token does not exist any more.", "error")
+        return redirect("/tech/tokens")
+    token = auth.revoke_token(store, token_id, actor=_actor())
+    flash(f"Token {token.name} revoked: scripts using it now get 401.", "ok")
+    return redirect("/tech/tokens")
 
 
 @bp.get("/logs")

@@ -1,0 +1,1 @@
+"""Pixels: decoding and encoding files, sRGB <-> linear light, quadrilateral geometry."""

@@ -1,0 +1,1 @@
+"""Research, benchmarks and training: never imported by the appliance."""

@@ -1,0 +1,82 @@
+"""Develop the film: from a capture and the film's corners to the grey film the model reads.
+
+Only the film region of every frame is warped to the output size; the frames are merged
+there in linear light; density ``D = log10(I_lightbox) - log10(I)`` is measured against the
+lightbox model; the clear margins are cropped; density is mapped linearly to grey with robust
+percentiles (low density = bone = bright). The same path serves the kiosk (corners found by
+``locate``/``refine``) and training (``develop`` with known corners: "what a perfect rectifier
+hands the model").
+
+What this module does not do: find the corners, or judge the result (``gates``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kiosk.capture.bracket import FilmCapture, merge_linear
+from kiosk.capture.rig import RigReference
+from kiosk.rectify.light import Light, measure_light
+from kiosk.rectify.locate import clear_film_level
+from kiosk.rectify.photometry import LOG10_LINEAR
+from kiosk.rectify.warp import crop_margins, film_size, warp_film, warp_lightbox
+
+
+@dataclass(frozen=True)
+class Developed:
+    """The developed film and what the quality gate measures on it."""
+
+    grey: np.ndarray  # uint8, margins cropped, bone bright
+    density: np.ndarray  # float32 density of the cropped film
+    shortest: np.ndarray  # uint8 grey of the shortest frame, cropped like ``grey``
+    longest: np.ndarray  # uint8 grey of the longest frame, cropped like ``grey``
+    transmittance: np.ndarray  # T of the cropped film, half resolution
+    d_lo: float  # robust density range (0.5th and 99.5th percentiles)
+    d_hi: float
+
+
+def develop_film(
+    capture: FilmCapture, corners: np.ndarray, light: Light, clear_t: float
+) -> Developed:
+    """Warp, merge, measure density and crop margins (``clear_t``: the clear margin's T)."""
+    log_lb_work = np.log10(np.maximum(light.lightbox, 1e-5)).astype(np.float32)
+    size = film_size(corners)
+    films = [warp_film(frame, corners, size) for frame in capture.frames]
+    log_lb = warp_lightbox(log_lb_work, corners, light.scale, size)
+    shortest = films[int(np.argmin(capture.exposures))]  # clips last
+    longest = films[int(np.argmax(capture.exposures))]  # crushes last
+    if len(films) == 1:  # a table lookup plus a smooth field
+        density = log_lb - np.take(LOG10_LINEAR, shortest)
+    else:
+        linear = merge_linear(films, capture.exposures)
+        density = log_lb - np.log10(np.maximum(linear, np.float32(1e-4)))
+    t_film = np.power(np.float32(10.0), -density[::2, ::2])
+    top, bottom, left, right = crop_margins(density[::2, ::2], -math.log10(clear_t))
+    top, bottom, left, right = 2 * top, 2 * bottom, 2 * left, 2 * right
+    fh, fw = density.shape
+    rows, cols = slice(top, fh - bottom), slice(left, fw - right)
+    dens = density[rows, cols]
+    short_c, long_c = shortest[rows, cols], longest[rows, cols]
+    t_c = t_film[top // 2 : (fh - bottom) // 2, left // 2 : (fw - right) // 2]
+    if dens.size < 64:
+        dens, short_c, long_c, t_c = density, shortest, longest, t_film
+    d_lo, d_hi = (float(v) for v in np.percentile(dens[::3, ::3], [0.5, 99.5]))
+    grey = np.clip((d_hi - dens) * (255.0 / max(d_hi - d_lo, 1e-3)) + 0.5, 0, 255)
+    return Developed(grey.astype(np.uint8), dens, short_c, long_c, t_c, d_lo, d_hi)
+
+
+def develop(
+    photo: np.ndarray | FilmCapture,
+    corners: np.ndarray,
+    reference: RigReference | None = None,
+) -> np.ndarray:
+    """The grey film (uint8) of a photo or capture whose film corners are known (TL, TR, BR,
+    BL in frame pixels): the kiosk's warp, density recovery and margin crop, no detection."""
+    capture = photo if isinstance(photo, FilmCapture) else FilmCapture.single(photo)
+    light = measure_light(capture.base, reference)
+    quad_work = light.to_work(np.asarray(corners, np.float32))
+    clear_t = clear_film_level(light.trans, quad_work)
+    return develop_film(capture, np.asarray(corners, np.float32), light, clear_t).grey

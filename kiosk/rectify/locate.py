@@ -1,0 +1,224 @@
+"""Where is the film? A coarse quad at work resolution, from transmittance or the localiser.
+
+Classical: the largest filled, rectangular region darker than the lightbox inside the lit
+panel, with four robust line fits to its outline (a clip or fingers on an edge are outliers).
+Learned: the int8 localiser's mask (the model is handed in; this stage loads no model).
+
+What this module does not do: refine corners at full resolution (``refine``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from kiosk.imaging.geometry import line_from_points, quad_from_lines
+from kiosk.imaging.resize import shrink
+from kiosk.rectify.refine import sample_bilinear
+
+
+class MaskModel(Protocol):
+    """The int8 film localiser as the caller hands it in (``kiosk.model.runtime.TFLiteModel``):
+    ``manifest.input`` gives the input size and normalisation, ``run`` returns ``{"mask": ...}``."""
+
+    @property
+    def manifest(self) -> Any: ...
+
+    def run(self, inputs: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+FILM_T = 0.83  # transmittance below which a lit pixel is "film" (clear film is <= ~0.75)
+MIN_FILM_AREA = 0.04  # of the frame
+MIN_FILL = 0.80  # component area / fitted quad area: a film is a filled quadrilateral
+BORDER_PX = 2  # at work resolution: touching the frame means cut off
+LOCALISER_MASK_W = 128  # width of the localiser's output mask
+
+
+def dominant_lines(
+    pts: np.ndarray, n_lines: int, tol: float, rng: np.random.Generator, iters: int = 200
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """RANSAC: the ``n_lines`` straight runs of an outline with most points within ``tol``.
+
+    Film edges are long straight runs; a clip, fingers or a stray blob are curved or short.
+    Returns (direction, point, inlier count) per line, strongest first.
+    """
+    out: list[tuple[np.ndarray, np.ndarray, int]] = []
+    remaining = pts
+    for _ in range(n_lines):
+        n = len(remaining)
+        if n < 20:
+            break
+        i = rng.integers(0, n, iters)
+        j = rng.integers(0, n, iters)
+        d = remaining[j] - remaining[i]
+        length = np.hypot(d[:, 0], d[:, 1])
+        ok = length > 10
+        if not ok.any():
+            break
+        i, d, length = i[ok], d[ok], length[ok]
+        normals = np.stack([-d[:, 1], d[:, 0]], axis=1) / length[:, None]
+        offsets = (normals * remaining[i]).sum(axis=1)
+        dist = np.abs(remaining @ normals.T - offsets[None, :])  # (n, iters)
+        counts = (dist < tol).sum(axis=0)
+        best = int(np.argmax(counts))
+        inl = dist[:, best] < tol
+        line = line_from_points(remaining[inl])
+        if line is None:
+            break
+        dvec, p0 = line
+        nrm = np.array([-dvec[1], dvec[0]])
+        res = np.abs((remaining - p0) @ nrm)
+        inl = res < tol
+        out.append((dvec, p0, int(inl.sum())))
+        remaining = remaining[res >= 2.5 * tol]
+    return out
+
+
+def quad_from_contour(contour: np.ndarray) -> np.ndarray | None:
+    """A quadrilateral fitted to an outline: the two strongest near-horizontal and the two
+    strongest near-vertical straight runs, intersected."""
+    pts = contour.reshape(-1, 2).astype(np.float64)
+    if len(pts) > 1200:
+        pts = pts[:: len(pts) // 600]
+    rng = np.random.default_rng(0)  # deterministic: same photo, same corners
+    lines = dominant_lines(pts, 6, 1.5, rng, iters=150)
+    horiz = [ln for ln in lines if abs(ln[0][0]) >= abs(ln[0][1])]
+    vert = [ln for ln in lines if abs(ln[0][0]) < abs(ln[0][1])]
+    if len(horiz) < 2 or len(vert) < 2:
+        return None
+    horiz = sorted(horiz, key=lambda ln: -ln[2])[:2]
+    vert = sorted(vert, key=lambda ln: -ln[2])[:2]
+    c = pts.mean(axis=0)
+
+    def at(ln: tuple[np.ndarray, np.ndarray, int], axis: int) -> float:
+        # coordinate ``axis`` of the line where it passes the outline's centre
+        d, p0, _ = ln
+        other = 1 - axis
+        t = (c[other] - p0[other]) / d[other] if abs(d[other]) > 1e-9 else 0.0
+        return float(p0[axis] + t * d[axis])
+
+    top, bottom = sorted(horiz, key=lambda ln: at(ln, 1))
+    left, right = sorted(vert, key=lambda ln: at(ln, 0))
+    if abs(at(bottom, 1) - at(top, 1)) < 10 or abs(at(right, 0) - at(left, 0)) < 10:
+        return None
+    return quad_from_lines([(ln[0], ln[1]) for ln in (top, right, bottom, left)])
+
+
+@dataclass(frozen=True)
+class Detection:
+    quad_work: np.ndarray  # (4, 2) at work resolution
+    fill: float
+    area_fraction: float
+
+
+def detect_film(trans: np.ndarray, lit: np.ndarray) -> Detection | None:
+    h, w = trans.shape
+    dark = ((trans < FILM_T) & lit).astype(np.uint8)
+    # opening breaks thin bridges (a second film, a finger) between dark regions
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    order = [int(i) + 1 for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:4]]
+    big = [i for i in order if stats[i, cv2.CC_STAT_AREA] >= MIN_FILM_AREA * h * w / 3]
+    found: list[Detection] = []
+    for i in big:
+        if stats[i, cv2.CC_STAT_AREA] < MIN_FILM_AREA * h * w:
+            continue
+        det = component_quad(labels == i, (h, w))
+        if det is not None:
+            found.append(det)
+    films = [d for d in found if d.fill >= MIN_FILL]
+    # a film wholly in view beats a larger one running out of the frame (a second film)
+    inside = [d for d in films if not quad_cut_off(d.quad_work, (h, w))]
+    if inside:
+        return inside[0]
+    # a glare band across the film splits it in two: try the union of two large pieces
+    for a_i, b_i in itertools.combinations(big[:3], 2):
+        det = component_quad((labels == a_i) | (labels == b_i), (h, w))
+        if det is not None and det.fill >= 0.85 and not quad_cut_off(det.quad_work, (h, w)):
+            return det
+    if films:
+        return films[0]
+    return found[0] if found else None
+
+
+def component_quad(mask: np.ndarray, size: tuple[int, int]) -> Detection | None:
+    """Quadrilateral of one dark region (or a union of two) and how well it fills it."""
+    h, w = size
+    comp = mask.astype(np.uint8)
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    contour = np.concatenate(contours) if len(contours) > 1 else contours[0]
+    quad = quad_from_contour(contour)
+    if quad is None:
+        return None
+    quad_area = abs(float(cv2.contourArea(quad)))
+    area = float(comp.sum())
+    # area inside the quad that the component fills (holes from glare do not count against)
+    filled = np.zeros_like(comp)
+    for c in contours:
+        cv2.fillPoly(filled, [c], 1)
+    fill = float(filled.sum()) / max(quad_area, 1.0)
+    # the outline's fill, tolerating holes (glare) but not a sparse component
+    fill = min(fill, area / max(quad_area, 1.0) + 0.2)
+    return Detection(quad, fill, quad_area / (h * w))
+
+
+def clear_film_level(trans: np.ndarray, quad: np.ndarray) -> float:
+    """Transmittance of the clear film margin: the plateau just inside the quad's sides."""
+    centre = quad.mean(axis=0)
+    levels = []
+    for inset in (1.5, 2.5, 3.5):
+        pts = []
+        for i in range(4):
+            a, b = quad[i], quad[(i + 1) % 4]
+            t = np.linspace(0.15, 0.85, 40)[:, None]
+            edge = a + (b - a) * t
+            to_c = centre - edge
+            pts.append(edge + to_c / np.linalg.norm(to_c, axis=1, keepdims=True) * inset)
+        p = np.concatenate(pts).astype(np.float32)
+        vals = sample_bilinear(trans.astype(np.float32), p[:, :1], p[:, 1:])
+        levels.append(float(np.median(vals)))
+    return float(np.clip(max(levels), 0.4, 0.85))
+
+
+def quad_cut_off(quad: np.ndarray, size: tuple[int, int]) -> bool:
+    """A film runs out of the frame when a corner is outside it or a whole side lies on a
+    frame edge (the frame, not the film's edge, bounds the dark region there)."""
+    h, w = size
+    tol = BORDER_PX + 0.5
+    x, y = quad[:, 0], quad[:, 1]
+    if (x < -0.5).any() or (y < -0.5).any() or (x > w - 0.5).any() or (y > h - 0.5).any():
+        return True
+    for i in range(4):
+        a, b = quad[i], quad[(i + 1) % 4]
+        for axis, limit in ((0, 0.0), (0, w - 1.0), (1, 0.0), (1, h - 1.0)):
+            if abs(a[axis] - limit) <= tol and abs(b[axis] - limit) <= tol:
+                return True
+    return False
+
+
+def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -> Detection | None:
+    """Film quad (work-resolution pixels) from the localiser's mask."""
+    spec = model.manifest.input
+    small = shrink(photo, (spec.width, spec.height)).astype(np.float32)
+    tensor = (small - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    prob = model.run(tensor[None])["mask"][0, ..., 0]
+    mh, mw = prob.shape
+    mask = (prob > 0.5).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    if n <= 1:
+        return None
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[biggest, cv2.CC_STAT_AREA] < MIN_FILM_AREA * mh * mw:
+        return None
+    det = component_quad(labels == biggest, (mh, mw))
+    if det is None:
+        return None
+    wh, ww = work_hw
+    quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
+    return Detection(quad.astype(np.float32), det.fill, det.area_fraction)

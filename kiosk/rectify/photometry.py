@@ -1,0 +1,102 @@
+"""Light on the lightbox: the lit panel, a model of its luminance under the film, colour.
+
+Transmittance ``T = L / L_lightbox`` is measured against this model: the rig reference's flat
+field scaled to the photo's exposure, or a robust smooth surface fitted to the visible box.
+
+What this module does not do: find the film (``locate``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from kiosk.capture.rig import RigReference
+from kiosk.imaging.colour import SRGB_TO_LINEAR
+from kiosk.imaging.surface import fit_smooth_surface
+
+LIT_IN_REFERENCE = 0.3  # flat-field level (99th pct = 1) above which the box is lit
+FIT_LONG_SIDE_PX = 112  # resolution of the smooth lightbox model
+LIGHTBOX_FIT_DEGREES = (2, 4)  # smooth models of the box tried without a reference
+LOG10_LINEAR = np.log10(np.maximum(SRGB_TO_LINEAR, 1e-4)).astype(
+    np.float32
+)  # log10 of linear value
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness of an RGB uint8 image (0 = grey)."""
+    f = rgb.reshape(-1, 3).astype(np.float32)
+    rg = f[:, 0] - f[:, 1]
+    yb = 0.5 * (f[:, 0] + f[:, 1]) - f[:, 2]
+    return float(
+        math.hypot(float(rg.std()), float(yb.std()))
+        + 0.3 * math.hypot(float(rg.mean()), float(yb.mean()))
+    )
+
+
+def lit_mask(lum: np.ndarray) -> np.ndarray:
+    """The lit panel at work resolution without a reference: the convex hull of the largest
+    bright region (the panel is convex; the film inside it is a hole that fills)."""
+    h, w = lum.shape
+    mask = np.zeros((h, w), np.uint8)
+    bright = (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
+    if n <= 1:
+        return np.ones((h, w), bool)
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    contours, _ = cv2.findContours(
+        (labels == biggest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.concatenate(contours)), 1)
+    return mask.astype(bool)
+
+
+def dominant_level(values: np.ndarray) -> float:
+    """The most common value among bright pixels: the lightbox, not the (narrower) clear film
+    margins nor a glare band, which spread over many levels."""
+    if values.size == 0:
+        return 1.0
+    hist, edges = np.histogram(np.log(np.maximum(values, 1e-6)), bins=60)
+    hist = np.convolve(hist, np.ones(3), mode="same")
+    peak = int(np.argmax(hist))
+    centre = float(np.exp((edges[peak] + edges[peak + 1]) / 2))
+    near = values[(values > centre * 0.93) & (values < centre * 1.07)]
+    return float(np.median(near)) if near.size else centre
+
+
+def lightbox_model(
+    lum: np.ndarray, lit: np.ndarray, reference: RigReference | None
+) -> tuple[np.ndarray, str]:
+    """Linear lightbox luminance at every work pixel, and which model produced it."""
+    h, w = lum.shape
+    if reference is not None:
+        flat = reference.flat_field_at((h, w))
+        ratio = (lum / np.maximum(flat, 1e-4))[lit & (flat > 0.2)]
+        if ratio.size == 0:
+            ratio = (lum / np.maximum(flat, 1e-4)).ravel()
+        gain = dominant_level(ratio[ratio > 0.5 * float(np.percentile(ratio, 99.5))])
+        return (flat * gain).astype(np.float32), "reference"
+    fs = max(h, w) / FIT_LONG_SIDE_PX
+    small = (max(8, round(w / fs)), max(8, round(h / fs)))
+    lum_s = cv2.resize(lum, small, interpolation=cv2.INTER_AREA)
+    lit_s = cv2.resize(lit.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+    # start from pixels near the panel's most common level (not the brightest: glare), then
+    # let the robust fit take in the dimmer and brighter parts of the panel that agree with it
+    level = dominant_level(lum_s[lit_s] if lit_s.any() else lum_s.ravel())
+    cand = lit_s & (lum_s > 0.8 * level) & (lum_s < 1.2 * level)
+    # a high degree follows strong fall-off but can swing inside the film's hole; keep the
+    # degree whose surface explains the most lit pixels as lightbox (|T - 1| < 8%)
+    best, best_score = None, -1.0
+    for degree in LIGHTBOX_FIT_DEGREES:
+        surf = fit_smooth_surface(
+            lum_s, cand, degree=degree, iterations=4, keep_ratio=0.9, upper_ratio=1.1
+        )
+        surf = np.maximum(surf, 0.05 * level)
+        score = float((np.abs(lum_s / surf - 1.0) < 0.08)[lit_s].mean())
+        if score > best_score + 0.01:
+            best, best_score = surf, score
+    assert best is not None
+    surface = best
+    return cv2.resize(surface, (w, h), interpolation=cv2.INTER_LINEAR), "smooth"

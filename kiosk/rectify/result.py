@@ -1,0 +1,81 @@
+"""What rectification hands on: the film quad, the rectified film and the quality verdict.
+
+What this module does not do: measure anything; the gate's flags come from ``gates``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Verdict on one photo (or digital image): machine flags plus human text."""
+
+    ok: bool
+    reason: str | None  # human text for a rejection
+    advice: str | None  # what to do about it
+    flags: tuple[str, ...]  # machine codes: no_film, cut_off, blurred, glare, ...
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RectifyResult:
+    """What ``rectify`` found: the film quad, the rectified film and the verdict."""
+
+    status: Literal["ok", "rejected"]
+    corners: np.ndarray | None  # (4, 2) float32 in input pixels, TL TR BR BL
+    film: np.ndarray | None  # grey uint8, approximates the digital image (bone bright)
+    quality: Quality
+    timings_ms: dict[str, float]
+
+
+# Order matters: the first flag present gives the reason shown to the user.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "no_film": (
+        "No film found on the lightbox",
+        "Clip the film in the middle of the lightbox, fully inside the frame",
+    ),
+    "cut_off": (
+        "The film is cut off by the edge of the picture",
+        "Move the film to the middle of the lightbox so all four edges are visible",
+    ),
+    "overexposed": (
+        "The photo is over-exposed: the film's clear parts are pure white",
+        "Lower the camera exposure or recalibrate the rig",
+    ),
+    "underexposed": (
+        "The photo is too dark to measure the film",
+        "Switch the lightbox on, or raise the camera exposure and recalibrate the rig",
+    ),
+    "blurred": (
+        "The photo is too blurred",
+        "Check the camera focus and keep the film still while it is photographed",
+    ),
+    "glare": (
+        "A reflection (glare) lies over the film",
+        "Switch off or move the room light reflected in the film, or tilt the film slightly",
+    ),
+    "not_xray": (
+        "This does not look like a chest X-ray film",
+        "Use a greyscale chest radiograph",
+    ),
+    "too_small": (
+        "The image is too small to analyse",
+        "Use an image at least 128 pixels on its short side",
+    ),
+    "blank": (
+        "The image is blank",
+        "Check the file: it has (almost) no contrast",
+    ),
+}
+
+
+def make_quality(flags: list[str], metrics: dict[str, float]) -> Quality:
+    if not flags:
+        return Quality(True, None, None, (), metrics)
+    reason, advice = MESSAGES[flags[0]]
+    return Quality(False, reason, advice, tuple(flags), metrics)
