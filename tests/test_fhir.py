@@ -16,9 +16,9 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from test_sync import SECRET_MARKERS, make_kiosk
 
+from kiosk.lab.hub_bench import synthetic_record
 from kiosk.store import Store
 from kiosk.sync import fhir
-from kiosk.sync.hub_bench import synthetic_record
 from kiosk.sync.payload import read_results
 
 MODELS: dict[str, Any] = {

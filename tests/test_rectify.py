@@ -12,7 +12,7 @@ import pytest
 from kiosk.camera.scene import SceneParams, phantom_chest, random_params, render, render_empty
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError
-from kiosk.lab.rectify_bench import quad_iou
+from kiosk.imaging.geometry import quad_iou
 from kiosk.model.localiser import load_localiser, localiser_manifest
 from kiosk.rectify.gates import check_digital, looks_like_photo
 from kiosk.rectify.locate import MaskModel
@@ -60,21 +60,26 @@ def test_corners_are_accurate_with_reference_and_hard_scenes(seed: int) -> None:
     assert _corner_error_fraction(res.corners, shot.corners) < 0.005
 
 
-def test_glare_is_flagged_and_the_corners_survive_it() -> None:
-    params = _scene(
-        6, glare_strength=0.35, glare_width=0.05, glare_angle_deg=70.0, glare_center=(0.5, 0.5)
-    )
+def test_glare_over_the_lungs_refuses_and_glare_beside_them_is_a_note() -> None:
     rng = np.random.default_rng(6)
-    shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+    digital = phantom_chest(rng, (384, 384))
+    over = _scene(
+        6, glare_strength=0.6, glare_width=0.05, glare_angle_deg=70.0, glare_center=(0.5, 0.5)
+    )
+    shot = render(digital, over, np.random.default_rng(6), SIZE)
     assert shot.corners is not None
     res = rectify(shot.image)
     assert res.status == "rejected" and "glare" in res.quality.flags
+    value, limit = res.quality.checks["lung_glare_fraction"]
+    assert value > limit
     assert res.corners is not None
     assert _corner_error_fraction(res.corners, shot.corners) < 0.01
-    calm = rectify(
-        render(phantom_chest(rng, (384, 384)), replace(params, glare_strength=0.0), rng, SIZE).image
-    )
-    assert "glare" not in calm.quality.flags
+    # a fainter band: the lungs stay readable, the reflection on the lightbox is noted
+    faint = rectify(render(digital, replace(over, glare_strength=0.35), rng, SIZE).image)
+    assert faint.status == "ok", faint.quality
+    assert "glare_beside_film" in faint.quality.notes
+    calm = rectify(render(digital, replace(over, glare_strength=0.0), rng, SIZE).image)
+    assert "glare" not in calm.quality.flags and "glare_beside_film" not in calm.quality.notes
 
 
 def test_clip_and_fingers_do_not_move_the_corners() -> None:
@@ -224,3 +229,70 @@ def test_learned_localiser_finds_the_film(method: str) -> None:
         localiser=localiser,
     )
     assert "no_film" in empty.quality.flags
+
+
+def _film_on_dark_housing(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A film that covers its whole bay: no lit panel around it, only the dark housing.
+    Returns the photo and the film sheet's corners."""
+    rng = np.random.default_rng(seed)
+    # the drawn phantom is smoother than anatomy: add lung and bone texture (band-limited noise)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (512, 420)).astype(np.float32), (0, 0), 2.0)
+    digital = np.clip(phantom_chest(rng, (512, 420)) + 60 * texture, 0, 255).astype(np.uint8)
+    # transmitted light: the radiograph (bone bright) seen through the film, as a camera
+    # metered on the film would deliver it; a clear margin around it
+    film = np.full((560, 468), 235, np.uint8)
+    film[24:-24, 24:-24] = (40 + digital.astype(np.float32) * 0.75).astype(np.uint8)
+    h, w = SIZE
+    corners = np.array([[330, 60], [660, 70], [652, 470], [322, 462]], np.float32)
+    src = np.array([[0, 0], [468, 0], [468, 560], [0, 560]], np.float32) - 0.5
+    m = cv2.getPerspectiveTransform(src, corners)
+    warped = cv2.warpPerspective(film, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=18)
+    photo = np.repeat(warped[..., None], 3, axis=2)
+    photo = np.clip(photo + rng.normal(0, 1.5, photo.shape), 0, 255).astype(np.uint8)
+    return photo, corners
+
+
+@pytest.mark.parametrize("seed", [11, 14])
+def test_a_film_covering_its_bay_is_found_by_its_texture(seed: int) -> None:
+    photo, sheet = _film_on_dark_housing(seed)
+    res = rectify(photo)
+    assert res.status == "ok", res.quality
+    assert res.quality.metrics["located_by_texture"] == 1.0
+    assert "film_edges_not_seen" in res.quality.notes
+    assert res.corners is not None and res.film is not None
+    assert quad_iou(res.corners, sheet, SIZE) > 0.85
+
+
+def test_an_empty_dark_housing_is_no_film() -> None:
+    rng = np.random.default_rng(12)
+    photo = np.clip(rng.normal(18, 1.5, (*SIZE, 3)), 0, 255).astype(np.uint8)
+    res = rectify(photo)
+    assert res.status == "rejected" and res.quality.flags[-1] == "no_film"
+
+
+def test_a_clipped_lightbox_is_a_note_not_a_refusal() -> None:
+    """Metered on the film: the bare lightbox clips; the lungs are fine, so it is read."""
+    rng = np.random.default_rng(13)
+    params = _scene(13, glare_strength=0.0, exposure_scale=2.0)
+    shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+    res = rectify(shot.image)
+    assert res.quality.metrics["lightbox_clipped_fraction"] > 0.5
+    assert res.status == "ok", res.quality
+    assert "lightbox_clipped" in res.quality.notes
+
+
+def test_develop_with_known_corners_gives_the_film_the_kiosk_would() -> None:
+    from kiosk.rectify.develop import develop
+
+    rng = np.random.default_rng(14)
+    digital = phantom_chest(rng, (384, 384))
+    shot = render(digital, _scene(14, glare_strength=0.0), rng, SIZE)
+    assert shot.corners is not None
+    film = develop(shot.image, shot.corners)
+    found = rectify(shot.image)
+    assert found.film is not None and film.dtype == np.uint8
+    assert abs(film.shape[0] - found.film.shape[0]) <= 0.03 * found.film.shape[0]
+    # the developed film is the radiograph: it correlates with the digital original
+    small = cv2.resize(film, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64)
+    truth = cv2.resize(digital, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64)
+    assert np.corrcoef(small.ravel(), truth.ravel())[0, 1] > 0.8

@@ -40,3 +40,34 @@ def test_rectify_rejects_an_empty_lightbox_with_advice(tmp_path: Path, data_dir:
     assert data["status"] == "rejected" and "no_film" in data["quality"]["flags"]
     assert data["reason"] and data["advice"]
     assert not out.exists()
+
+
+def test_rectify_debug_overlay_shows_the_gate_that_fired(tmp_path: Path, data_dir: Path) -> None:
+    src = tmp_path / "empty.jpg"
+    src.write_bytes(encode_jpeg(empty_lightbox(3)))
+    debug = tmp_path / "debug"
+    proc = run_kiosk("rectify", str(src), "--debug", str(debug), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    overlay = read_image(Path(data["debug"])).pixels
+    assert overlay.ndim == 3 and overlay.shape[1] <= 1280
+    # the refusal is written in red on the picture
+    red = (overlay[..., 0] > 200) & (overlay[..., 1] < 120) & (overlay[..., 2] < 120)
+    assert red[:60].sum() > 50
+
+    good = photo(22)
+    ok_src = tmp_path / "photo.jpg"
+    ok_src.write_bytes(encode_jpeg(good.image, quality=95))
+    proc = run_kiosk("rectify", str(ok_src), "--debug", str(debug), "--json")
+    data = json.loads(proc.stdout)
+    assert data["status"] == "ok", data["quality"]
+    checks = data["quality"]["checks"]
+    assert {"lung_clipped_fraction", "lung_crushed_fraction"} <= set(checks)
+    assert all(
+        c["value"] is None or c["value"] <= c["limit"]
+        for k, c in checks.items()
+        if k != "contrast_min"
+    )
+    overlay = read_image(debug / "photo-debug.png").pixels
+    green = (overlay[..., 1] > 150) & (overlay[..., 0] < 80) & (overlay[..., 2] < 80)
+    assert green.sum() > 200, "the accepted quad is drawn in green"

@@ -63,3 +63,17 @@ def quad_from_lines(lines: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         ],
         np.float32,
     )
+
+
+def quad_iou(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
+    """Intersection over union of two quadrilaterals rasterised at 1/8 px precision."""
+    h, w = size
+    pad = 8
+    ma = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+    mb = np.zeros_like(ma)
+    for quad, mask in ((a, ma), (b, mb)):
+        pts = np.round((np.asarray(quad, np.float64) + pad) * 8).astype(np.int32)
+        cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, shift=3)
+    inter = int(np.count_nonzero(ma & mb))
+    union = int(np.count_nonzero(ma | mb))
+    return inter / union if union else 0.0

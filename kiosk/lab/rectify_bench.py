@@ -28,6 +28,7 @@ from kiosk.camera import scene
 from kiosk.capture.rig import RigReference
 from kiosk.config import BUNDLED_MODELS_DIR, KERMANY_DIR
 from kiosk.errors import CameraError
+from kiosk.imaging.geometry import quad_iou
 from kiosk.model.localiser import load_localiser
 from kiosk.rectify.rectifier import rectify
 from kiosk.rectify.result import RectifyResult
@@ -36,20 +37,6 @@ logger = logging.getLogger(__name__)
 
 SHARED_DATA = KERMANY_DIR
 SIZE_12MP = (3040, 4056)
-
-
-def quad_iou(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
-    """Intersection over union of two quadrilaterals rasterised at 1/8 px precision."""
-    h, w = size
-    pad = 8
-    ma = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
-    mb = np.zeros_like(ma)
-    for quad, mask in ((a, ma), (b, mb)):
-        pts = np.round((np.asarray(quad, np.float64) + pad) * 8).astype(np.int32)
-        cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, shift=3)
-    inter = int(np.count_nonzero(ma & mb))
-    union = int(np.count_nonzero(ma | mb))
-    return inter / union if union else 0.0
 
 
 def _digital_sources(rng: np.random.Generator, n: int) -> list[Path | None]:

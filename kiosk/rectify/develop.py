@@ -39,13 +39,27 @@ class Developed:
 
 
 def develop_film(
-    capture: FilmCapture, corners: np.ndarray, light: Light, clear_t: float
+    capture: FilmCapture,
+    corners: np.ndarray,
+    light: Light,
+    clear_t: float,
+    *,
+    lightbox_seen: bool = True,
 ) -> Developed:
-    """Warp, merge, measure density and crop margins (``clear_t``: the clear margin's T)."""
-    log_lb_work = np.log10(np.maximum(light.lightbox, 1e-5)).astype(np.float32)
+    """Warp, merge, measure density and crop margins (``clear_t``: the clear margin's T).
+
+    ``lightbox_seen=False`` (the film was found by its texture, no lit panel around it): the
+    lightbox level is taken as flat, at the film's own clearest part (its clear margin when it
+    has one). The grey mapping uses robust percentiles of density, so a constant offset in the
+    lightbox level does not change the film.
+    """
     size = film_size(corners)
     films = [warp_film(frame, corners, size) for frame in capture.frames]
-    log_lb = warp_lightbox(log_lb_work, corners, light.scale, size)
+    if lightbox_seen:
+        log_lb_work = np.log10(np.maximum(light.lightbox, 1e-5)).astype(np.float32)
+        log_lb = warp_lightbox(log_lb_work, corners, light.scale, size)
+    else:
+        log_lb = np.zeros((size[1], size[0]), np.float32)
     shortest = films[int(np.argmin(capture.exposures))]  # clips last
     longest = films[int(np.argmax(capture.exposures))]  # crushes last
     if len(films) == 1:  # a table lookup plus a smooth field
@@ -53,8 +67,11 @@ def develop_film(
     else:
         linear = merge_linear(films, capture.exposures)
         density = log_lb - np.log10(np.maximum(linear, np.float32(1e-4)))
+    if not lightbox_seen:
+        density -= np.float32(np.percentile(density[::4, ::4], 0.5))
     t_film = np.power(np.float32(10.0), -density[::2, ::2])
-    top, bottom, left, right = crop_margins(density[::2, ::2], -math.log10(clear_t))
+    base_d = -math.log10(clear_t) if lightbox_seen else 0.0  # else: the clearest is 0
+    top, bottom, left, right = crop_margins(density[::2, ::2], base_d)
     top, bottom, left, right = 2 * top, 2 * bottom, 2 * left, 2 * right
     fh, fw = density.shape
     rows, cols = slice(top, fh - bottom), slice(left, fw - right)

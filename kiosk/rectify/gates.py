@@ -1,6 +1,16 @@
-"""The quality gate's thresholds and the checks for digital (non-photo) input.
+"""The quality gate: refuse a photo only for diagnostic reasons, note everything else.
 
-What this module does not do: locate or warp the film.
+A photo is refused when the lung fields cannot be read: clipped (white) or crushed (black)
+over more than a stated share of the lung region, glare over it, blur beyond what the model
+tolerates, the film really crossing the frame's edge, or nothing that looks like a radiograph.
+What happens *around* the lungs (a clipped lightbox, clipped clear margins or flash card, a
+reflection beside the film, an edge that could not be measured) does not refuse the photo: it
+becomes a note in the quality record. Every threshold is chosen from data (docs/rectify.md:
+share of photos accepted against the classifier's AUROC on them, per gate).
+
+The lung region is the middle 60% x 60% of the developed film (margins cropped).
+
+What this module does not do: locate, warp or develop the film.
 """
 
 from __future__ import annotations
@@ -11,13 +21,68 @@ import numpy as np
 from kiosk.rectify.photometry import colourfulness
 from kiosk.rectify.result import Quality, make_quality
 
+# refusals (lung region = the middle 60% x 60% of the developed film)
+LUNG_CLIPPED_MAX = 0.02  # share of the lung region white in the shortest frame
+LUNG_CRUSHED_MAX = 0.02  # share of the lung region black in the longest frame
+LUNG_GLARE_MAX = 0.05  # share of the lung region brighter than clear film (a reflection)
 SHARP_MAX = 0.0045  # edge blur sigma / film diagonal above which the photo is "blurred"
-GLARE_MAX = 0.02  # fraction of the film interior brighter than clear film
-GLARE_RING_T = 1.15  # lightbox brighter than its model by this factor: a reflection
-GLARE_RING_MAX = 0.05  # fraction of the lightbox ring around the film showing glare
-CLIPPED_MAX = 0.01  # fraction of the film interior at the sensor's ceiling
-DARK_LIGHTBOX = 0.06  # linear lightbox level below which the photo is under-exposed
+MIN_CONTRAST_D = 0.3  # density range of a radiograph; a blank sheet has less
 COLOURFUL_MAX = 12.0  # Hasler-Suesstrunk colourfulness of a (white-balanced) film
+DARK_LIGHTBOX = 0.06  # linear lightbox level below which nothing can be measured
+CLIP_LEVEL = 250  # 8-bit code treated as clipped
+BLACK_LEVEL = 3  # 8-bit code treated as no signal
+LUNG_FRACTION = 0.6  # the lung region's share of the film's width and height
+# notes only
+GLARE_RING_T = 1.15  # lightbox brighter than its model by this factor: a reflection
+GLARE_RING_NOTE = 0.05  # share of the lightbox ring around the film showing glare
+LIGHTBOX_CLIPPED_NOTE = 0.5  # share of the visible lightbox clipped
+
+
+def lung_region(shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """Rows and columns of the lung region of a developed film of ``shape``."""
+    h, w = shape[:2]
+    mh, mw = round(h * (1 - LUNG_FRACTION) / 2), round(w * (1 - LUNG_FRACTION) / 2)
+    return slice(mh, max(mh + 1, h - mh)), slice(mw, max(mw + 1, w - mw))
+
+
+# (measurement, limit, refusal flag): the checks that refuse, in the order they are reported
+REFUSALS: tuple[tuple[str, float, str], ...] = (
+    ("lung_clipped_fraction", LUNG_CLIPPED_MAX, "overexposed"),
+    ("lung_crushed_fraction", LUNG_CRUSHED_MAX, "underexposed"),
+    ("edge_blur_fraction", SHARP_MAX, "blurred"),
+    ("lung_glare_fraction", LUNG_GLARE_MAX, "glare"),
+    ("colourfulness", COLOURFUL_MAX, "not_xray"),
+)
+
+
+def judge_photo(metrics: dict[str, float]) -> Quality:
+    """The verdict on a developed photo from its measurements (NaN = not measurable: passes).
+
+    Refusal flags come first in ``flags``; notes (imperfections that do not refuse) follow
+    in ``notes``; ``checks`` records each measured value against its limit.
+    """
+    flags: list[str] = []
+    checks: dict[str, tuple[float, float]] = {}
+    for name, limit, flag in REFUSALS:
+        value = float(metrics.get(name, float("nan")))
+        if value == value:  # not NaN
+            checks[name] = (value, limit)
+            if value > limit and flag not in flags:
+                flags.append(flag)
+    contrast = float(metrics.get("contrast", 1.0))
+    checks["contrast_min"] = (contrast, MIN_CONTRAST_D)
+    if contrast < MIN_CONTRAST_D and "not_xray" not in flags:
+        flags.append("not_xray")
+    notes: list[str] = []
+    if metrics.get("lightbox_clipped_fraction", 0.0) > LIGHTBOX_CLIPPED_NOTE:
+        notes.append("lightbox_clipped")
+    if metrics.get("glare_ring_fraction", 0.0) > GLARE_RING_NOTE:
+        notes.append("glare_beside_film")
+    if metrics.get("located_by_texture", 0.0) > 0:
+        notes.append("film_edges_not_seen")
+    if metrics.get("reference_used", 0.0) == 0.0:
+        notes.append("no_rig_reference")
+    return make_quality(flags, metrics, notes=notes, checks=checks)
 
 
 def check_digital(image: np.ndarray) -> Quality:

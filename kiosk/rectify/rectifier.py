@@ -17,17 +17,16 @@ from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
 from kiosk.imaging.colour import SRGB_TO_LINEAR
-from kiosk.rectify.develop import develop_film
+from kiosk.rectify.develop import Developed, develop_film
 from kiosk.rectify.gates import (
-    CLIPPED_MAX,
-    COLOURFUL_MAX,
+    BLACK_LEVEL,
+    CLIP_LEVEL,
     DARK_LIGHTBOX,
-    GLARE_MAX,
-    GLARE_RING_MAX,
     GLARE_RING_T,
-    SHARP_MAX,
+    judge_photo,
+    lung_region,
 )
-from kiosk.rectify.light import measure_light
+from kiosk.rectify.light import Light, measure_light
 from kiosk.rectify.locate import (
     LOCALISER_MASK_W,
     MIN_FILL,
@@ -43,8 +42,11 @@ from kiosk.rectify.photometry import (
 )
 from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
+from kiosk.rectify.texture import detect_by_texture
 
 logger = logging.getLogger(__name__)
+
+PANEL_SEEN_RATIO = 0.3  # lit panel outside the film, as a share of the film's area
 
 METHODS = ("auto", "classical", "learned", "combined")
 # what "auto" means: the best method on the benchmark in docs/rectify.md
@@ -119,6 +121,7 @@ def rectify_capture(
         # the classical detector found nothing: take the localiser's quad
         det = learned
         learned_half = 1.5 * W / LOCALISER_MASK_W + 4.0
+    det, by_texture = _prefer_texture(det, detect_by_texture(light.small), (wh, ww))
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
     lit_sub = lit[::3, ::3]
     box_px = lit_sub & (np.abs(trans[::3, ::3] - 1.0) < 0.1)
@@ -132,21 +135,22 @@ def rectify_capture(
         "lightbox_clipped_fraction": clipped_lb,
         "reference_used": 1.0 if light.model_kind == "reference" else 0.0,
         "localiser_used": 1.0 if method in ("learned", "combined") else 0.0,
+        "located_by_texture": 1.0 if by_texture else 0.0,
     }
     if det is None or det.fill < MIN_FILL:
         none_flags = ["no_film"]
-        if lightbox_level < DARK_LIGHTBOX:
+        if lightbox_level < DARK_LIGHTBOX and not by_texture:
             none_flags = ["underexposed", "no_film"]
         metrics["film_area_fraction"] = 0.0 if det is None else det.area_fraction
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
         return RectifyResult("rejected", None, None, make_quality(none_flags, metrics), timings)
     coarse = light.to_frame(det.quad_work)
-    clear_t = clear_film_level(trans, det.quad_work)
+    clear_t = 1.0 if by_texture else clear_film_level(trans, det.quad_work)
     metrics["film_area_fraction"] = det.area_fraction
     metrics["clear_film_transmittance"] = clear_t
     t1 = time.perf_counter()
     cut_off = quad_cut_off(det.quad_work, (wh, ww))
-    if cut_off:
+    if cut_off or by_texture:
         corners = coarse
         sigma, used = float("nan"), 0
     else:
@@ -157,7 +161,11 @@ def rectify_capture(
         if np.abs(corners - coarse).max() > max(4.0 / light.scale + 4, 2 * learned_half):
             logger.debug("Refinement moved a corner too far; keeping the coarse quad")
             corners = coarse
-        cut_off = side_fraction < MIN_SIDE_FRACTION or bool(
+        if side_fraction < MIN_SIDE_FRACTION:
+            # the edges could not be measured (a clipped lightbox and clear margin look
+            # alike): keep the coarse quad, which lies inside the frame
+            corners, sigma = coarse, float("nan")
+        cut_off = bool(
             (corners[:, 0] < 0).any()
             or (corners[:, 1] < 0).any()
             or (corners[:, 0] > W - 1).any()
@@ -173,58 +181,94 @@ def rectify_capture(
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
         return RectifyResult("rejected", corners, None, make_quality(["cut_off"], metrics), timings)
     t2 = time.perf_counter()
-    film = develop_film(capture, corners, light, clear_t)
+    film = develop_film(capture, corners, light, clear_t, lightbox_seen=not by_texture)
     timings["develop_ms"] = (time.perf_counter() - t2) * 1000
-    # ---- quality (statistics on a subsample of the central film)
-    ch, cw = film.density.shape
-    core = (slice(ch // 8, ch - ch // 8, 2), slice(cw // 8, cw - cw // 8, 2))
-    t_c = film.transmittance
-    th, tw = t_c.shape
-    core_t = (slice(th // 8, th - th // 8), slice(tw // 8, tw - tw // 8))
-    glare_fraction = float((t_c[core_t] > clear_t * 1.08).mean())
-    clipped = float((film.shortest[core] >= 250).mean())
-    # colour: from the work-resolution copy, inside the film, white-balanced on the lightbox
+    metrics.update(_colour_and_surround(light, corners))
+    # the clear margin's level is trusted as the glare limit only when a real stretch of
+    # lightbox surrounds the film; otherwise (a clipped or hidden panel: the "lightbox" may be
+    # the clear margin itself) only light brighter than the panel model counts as glare
+    panel_seen = metrics["lightbox_visible_ratio"] >= PANEL_SEEN_RATIO
+    glare_t = clear_t * 1.08 if panel_seen else 1.02
+    metrics.update(_film_measurements(film, glare_t, lightbox_seen=not by_texture))
+    metrics["edge_blur_fraction"] = float("nan") if math.isnan(sigma) else sigma / diag
+    if lightbox_level < DARK_LIGHTBOX and not by_texture:
+        metrics["lung_crushed_fraction"] = max(metrics["lung_crushed_fraction"], 1.0)
+    quality = judge_photo(metrics)
+    timings["total_ms"] = (time.perf_counter() - t0) * 1000
+    status: Literal["ok", "rejected"] = "ok" if quality.ok else "rejected"
+    return RectifyResult(status, corners.astype(np.float32), film.grey, quality, timings)
+
+
+def _prefer_texture(
+    det: Detection | None, textured: Detection | None, work_hw: tuple[int, int]
+) -> tuple[Detection | None, bool]:
+    """Choose between the transmittance detection and the texture one (True: texture).
+
+    Texture wins when the transmittance detector found nothing usable (no lit panel around
+    the film: it covers its bay) and the textured region is not merely the visible part of a
+    film running out of the frame, or when the transmittance "film" is a dark part *inside* a
+    much larger textured film (exposed for the film, clear margins and bones look like panel).
+    """
+    if textured is None or textured.fill < MIN_FILL:
+        return det, False
+    usable = det is not None and det.fill >= MIN_FILL
+    if usable and det is not None:
+        if quad_cut_off(det.quad_work, work_hw):
+            inside = _contains(det.quad_work, textured.quad_work.mean(axis=0))
+            return (det, False) if inside else (textured, True)
+        swallowed = _contains(textured.quad_work, det.quad_work.mean(axis=0))
+        if swallowed and textured.area_fraction > 1.5 * det.area_fraction:
+            return textured, True
+        return det, False
+    return textured, True
+
+
+def _contains(quad: np.ndarray, point: np.ndarray) -> bool:
+    pt = (float(point[0]), float(point[1]))
+    return cv2.pointPolygonTest(quad.astype(np.float32), pt, False) >= 0
+
+
+def _film_measurements(film: Developed, glare_t: float, *, lightbox_seen: bool) -> dict[str, float]:
+    """What the gate measures on the developed film: the lung region's clipped, crushed and
+    glare (transmittance above ``glare_t``) shares, the density range."""
+    rows, cols = lung_region(film.shortest.shape)
+    short = film.shortest[rows, cols][::2, ::2]
+    long_ = film.longest[rows, cols][::2, ::2]
+    t_rows, t_cols = lung_region(film.transmittance.shape)
+    lung_t = film.transmittance[t_rows, t_cols]
+    return {
+        "lung_clipped_fraction": float((short >= CLIP_LEVEL).mean()),
+        "lung_crushed_fraction": float((long_ <= BLACK_LEVEL).mean()),
+        # film transmits at most what its clear base does: brighter is a reflection
+        "lung_glare_fraction": float((lung_t > glare_t).mean()) if lightbox_seen else float("nan"),
+        "contrast": film.d_hi - film.d_lo,
+        "density_min": film.d_lo,
+        "density_max": film.d_hi,
+    }
+
+
+def _colour_and_surround(light: Light, corners: np.ndarray) -> dict[str, float]:
+    """Colourfulness inside the film (white-balanced on the lightbox around it) and glare on
+    the lightbox around it (a note, not a refusal)."""
+    wh, ww = light.work_hw
     film_w = np.zeros((wh, ww), np.uint8)
     cv2.fillConvexPoly(film_w, np.round(light.to_work(corners)).astype(np.int32), 1)
     inner = cv2.erode(film_w, np.ones((9, 9), np.uint8)) > 0
-    # glare is additive and spreads beyond the film: look for it on the lightbox around it
     ring = (cv2.dilate(film_w, np.ones((31, 31), np.uint8)) > 0) & ~(
         cv2.dilate(film_w, np.ones((7, 7), np.uint8)) > 0
     )
-    ring &= lit
-    glare_ring = float((trans[ring] > GLARE_RING_T).mean()) if ring.any() else 0.0
+    ring &= light.lit
+    glare_ring = float((light.trans[ring] > GLARE_RING_T).mean()) if ring.any() else 0.0
     sub = (slice(None, None, 2), slice(None, None, 2))
     lin_small = SRGB_TO_LINEAR[light.small[sub]]
-    around = (lit & (film_w == 0) & (np.abs(trans - 1.0) < 0.1))[sub]
+    around = (light.lit & (film_w == 0) & (np.abs(light.trans - 1.0) < 0.1))[sub]
     within = inner[sub]
     lb_rgb = np.median(lin_small[around], axis=0) if around.any() else np.ones(3)
     wb = np.clip(lin_small[within] / np.maximum(lb_rgb, 1e-4) * lb_rgb.mean(), 0, 1)
     wb_srgb = (np.power(wb, 1 / 2.2) * 255).astype(np.uint8)
-    d_lo, d_hi = film.d_lo, film.d_hi
-    metrics.update(
-        {
-            "glare_fraction": glare_fraction,
-            "glare_ring_fraction": glare_ring,
-            "clipped_fraction": clipped,
-            "contrast": d_hi - d_lo,
-            "density_min": d_lo,
-            "density_max": d_hi,
-            "colourfulness": colourfulness(wb_srgb) if wb_srgb.size else 0.0,
-            "edge_blur_fraction": 0.0 if math.isnan(sigma) else sigma / diag,
-        }
-    )
-    flags: list[str] = []
-    if clipped > CLIPPED_MAX or clipped_lb > 0.5:
-        flags.append("overexposed")
-    if lightbox_level < DARK_LIGHTBOX:
-        flags.append("underexposed")
-    if not math.isnan(sigma) and sigma / diag > SHARP_MAX:
-        flags.append("blurred")
-    if glare_fraction > GLARE_MAX or glare_ring > GLARE_RING_MAX:
-        flags.append("glare")
-    if metrics["colourfulness"] > COLOURFUL_MAX or d_hi - d_lo < 0.3:
-        flags.append("not_xray")
-    quality = make_quality(flags, metrics)
-    timings["total_ms"] = (time.perf_counter() - t0) * 1000
-    status: Literal["ok", "rejected"] = "ok" if quality.ok else "rejected"
-    return RectifyResult(status, corners.astype(np.float32), film.grey, quality, timings)
+    film_px = max(1, int(film_w.sum()))
+    return {
+        "glare_ring_fraction": glare_ring,
+        "colourfulness": colourfulness(wb_srgb) if wb_srgb.size else 0.0,
+        "lightbox_visible_ratio": float((light.lit & (film_w == 0)).sum()) / film_px,
+    }

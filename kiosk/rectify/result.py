@@ -5,8 +5,9 @@ What this module does not do: measure anything; the gate's flags come from ``gat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -18,8 +19,29 @@ class Quality:
     ok: bool
     reason: str | None  # human text for a rejection
     advice: str | None  # what to do about it
-    flags: tuple[str, ...]  # machine codes: no_film, cut_off, blurred, glare, ...
+    flags: tuple[str, ...]  # why it was refused (codes): no_film, cut_off, blurred, glare, ...
     metrics: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what was imperfect but did not refuse it
+    checks: dict[str, tuple[float, float]] = field(default_factory=dict)  # value, limit
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: metrics rounded, a measurement that could not be made (NaN) as null."""
+        return {
+            "ok": self.ok,
+            "flags": list(self.flags),
+            "notes": list(self.notes),
+            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
+            "checks": {
+                k: {"value": _json_number(v), "limit": _json_number(lim)}
+                for k, (v, lim) in self.checks.items()
+            },
+            "advice": self.advice,
+        }
+
+
+def _json_number(value: float) -> float | None:
+    v = float(value)
+    return round(v, 4) if math.isfinite(v) else None
 
 
 @dataclass(frozen=True)
@@ -44,11 +66,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Move the film to the middle of the lightbox so all four edges are visible",
     ),
     "overexposed": (
-        "The photo is over-exposed: the film's clear parts are pure white",
+        "The photo is over-exposed: the lung fields are pure white",
         "Lower the camera exposure or recalibrate the rig",
     ),
     "underexposed": (
-        "The photo is too dark to measure the film",
+        "The photo is too dark: the lung fields are black",
         "Switch the lightbox on, or raise the camera exposure and recalibrate the rig",
     ),
     "blurred": (
@@ -74,8 +96,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
-def make_quality(flags: list[str], metrics: dict[str, float]) -> Quality:
+def make_quality(
+    flags: list[str],
+    metrics: dict[str, float],
+    *,
+    notes: list[str] | None = None,
+    checks: dict[str, tuple[float, float]] | None = None,
+) -> Quality:
+    """A verdict from refusal flags (the first one gives the text shown) and notes."""
+    note_codes, measured = tuple(notes or ()), dict(checks or {})
     if not flags:
-        return Quality(True, None, None, (), metrics)
+        return Quality(True, None, None, (), metrics, note_codes, measured)
     reason, advice = MESSAGES[flags[0]]
-    return Quality(False, reason, advice, tuple(flags), metrics)
+    return Quality(False, reason, advice, tuple(flags), metrics, note_codes, measured)
