@@ -137,9 +137,10 @@ def _band_stats(camera: SimulatorCamera, capture: FilmCapture, wedge: np.ndarray
     ch, cw = ih * (1 + mt + mb), iw * (1 + ml + mr)
     target = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
     m = cv2.getPerspectiveTransform(rendering.corners.astype(np.float32), target)
-    linear = merge_linear(capture.frames, capture.exposures)
-    warped = cv2.warpPerspective(linear, m, (round(cw), round(ch)), flags=cv2.INTER_NEAREST)
-    luminance = warped @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    # the kiosk merges the frames' grey (the film is neutral): as rectify does
+    grey = [f if f.ndim == 2 else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in capture.frames]
+    linear = merge_linear(grey, capture.exposures)
+    luminance = cv2.warpPerspective(linear, m, (round(cw), round(ch)), flags=cv2.INTER_NEAREST)
     scale = float(capture.metadata["exposure_us"]) * float(capture.metadata["analogue_gain"])
     stats = []
     y0, y1 = round(mt * ih + 0.2 * ih), round(mt * ih + 0.8 * ih)
@@ -210,7 +211,10 @@ def test_merge_of_unapplied_exposures_is_an_average() -> None:
     stills = [Still(image, {"ev": ev, "exposure_applied": "no"}, 0.0) for ev in (-1.0, 0.0, 1.0)]
     capture = film_capture(stills)
     assert capture.exposures == (1.0, 1.0, 1.0)
-    merged = merge_linear(capture.frames, capture.exposures)
+    assert capture.base.shape == (4, 4, 3)  # the base keeps its colour, the others are grey
+    assert all(f.shape == (4, 4) for i, f in enumerate(capture.frames) if i != capture.base_index)
+    grey = [f if f.ndim == 2 else f[..., 1] for f in capture.frames]
+    merged = merge_linear(grey, capture.exposures)
     assert np.allclose(merged, SRGB_TO_LINEAR[100], rtol=1e-5)
     with pytest.raises(CameraError):
         film_capture([])

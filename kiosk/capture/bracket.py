@@ -104,7 +104,9 @@ class FilmCapture:
     so the bare lightbox does not clip; ``base_index``): 2.0 is one stop longer.
     """
 
-    frames: tuple[np.ndarray, ...]  # RGB uint8 (H, W, 3), all the same size
+    # the base frame RGB uint8 (H, W, 3); the others may be grey (H, W): only their film
+    # region's luminance is used, and a 12 MP grey frame takes 12 MB instead of 36
+    frames: tuple[np.ndarray, ...]
     exposures: tuple[float, ...]
     metadata: dict[str, float | str] = field(default_factory=dict)
     captured_at: float = 0.0  # time.time() of the base frame
@@ -112,7 +114,10 @@ class FilmCapture:
     @property
     def base_index(self) -> int:
         """Index of the frame closest to the base exposure."""
-        return int(np.argmin([abs(math.log2(max(e, 1e-9))) for e in self.exposures]))
+        return min(
+            range(len(self.frames)),
+            key=lambda i: (self.frames[i].ndim != 3, abs(math.log2(max(self.exposures[i], 1e-9)))),
+        )
 
     @property
     def base(self) -> np.ndarray:
@@ -140,8 +145,12 @@ def film_capture(stills: Sequence[Still]) -> FilmCapture:
     metadata: dict[str, float | str] = dict(stills[base].metadata)
     metadata["bracket_evs"] = ",".join(f"{ev:g}" for ev in evs)
     metadata["bracket_count"] = float(len(stills))
+    frames = tuple(
+        st.image if i == base or st.image.ndim == 2 else cv2.cvtColor(st.image, cv2.COLOR_RGB2GRAY)
+        for i, st in enumerate(stills)
+    )
     return FilmCapture(
-        frames=tuple(s.image for s in stills),
+        frames=frames,
         exposures=tuple(e / exposures[base] for e in exposures),
         metadata=metadata,
         captured_at=stills[base].captured_at,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from kiosk.capture.bracket import FilmCapture, merge_linear
@@ -62,11 +63,15 @@ def develop_film(
         log_lb = np.zeros((size[1], size[0]), np.float32)
     shortest = films[int(np.argmin(capture.exposures))]  # clips last
     longest = films[int(np.argmax(capture.exposures))]  # crushes last
+    # in place where it can: a 2 GB Pi holds the bracket's frames meanwhile
     if len(films) == 1:  # a table lookup plus a smooth field
-        density = log_lb - np.take(LOG10_LINEAR, shortest)
+        density = np.subtract(log_lb, cv2.LUT(shortest, LOG10_LINEAR), out=log_lb)
     else:
         linear = merge_linear(films, capture.exposures)
-        density = log_lb - np.log10(np.maximum(linear, np.float32(1e-4)))
+        np.maximum(linear, np.float32(1e-4), out=linear)
+        density = np.subtract(log_lb, np.log10(linear, out=linear), out=log_lb)
+        del linear
+    del films
     if not lightbox_seen:
         density -= np.float32(np.percentile(density[::4, ::4], 0.5))
     t_film = np.power(np.float32(10.0), -density[::2, ::2])
@@ -81,7 +86,11 @@ def develop_film(
     if dens.size < 64:
         dens, short_c, long_c, t_c = density, shortest, longest, t_film
     d_lo, d_hi = (float(v) for v in np.percentile(dens[::3, ::3], [0.5, 99.5]))
-    grey = np.clip((d_hi - dens) * (255.0 / max(d_hi - d_lo, 1e-3)) + 0.5, 0, 255)
+    scale = np.float32(255.0 / max(d_hi - d_lo, 1e-3))
+    grey = np.subtract(np.float32(d_hi), dens)
+    grey *= scale
+    grey += np.float32(0.5)
+    np.clip(grey, 0, 255, out=grey)
     return Developed(grey.astype(np.uint8), dens, short_c, long_c, t_c, d_lo, d_hi)
 
 

@@ -94,11 +94,14 @@ def rectify_capture(
         method = AUTO_METHOD if AUTO_METHOD == "classical" or localiser else "classical"
     photo = capture.base
     if (
-        any(f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 for f in capture.frames)
-        or len({f.shape for f in capture.frames}) != 1
+        photo.ndim != 3
+        or photo.shape[2] != 3
+        or any(f.dtype != np.uint8 for f in capture.frames)
+        or len({f.shape[:2] for f in capture.frames}) != 1
     ):
         raise ImageError(
-            f"Expected RGB uint8 photos (H, W, 3) of one size, got {photo.dtype} {photo.shape}",
+            f"Expected an RGB uint8 photo (H, W, 3) and frames of its size, got {photo.dtype} "
+            f"{photo.shape}",
             "Decode the file with kiosk.imaging.decode before calling rectify",
         )
     timings: dict[str, float] = {}
