@@ -63,8 +63,9 @@ def test_corners_are_accurate_with_reference_and_hard_scenes(seed: int) -> None:
 def test_glare_over_the_lungs_refuses_and_glare_beside_them_is_a_note() -> None:
     rng = np.random.default_rng(6)
     digital = phantom_chest(rng, (384, 384))
+    # a broad reflection over most of the lungs (a window); limit: docs/rectify.md
     over = _scene(
-        6, glare_strength=0.6, glare_width=0.05, glare_angle_deg=70.0, glare_center=(0.5, 0.5)
+        6, glare_strength=0.6, glare_width=0.5, glare_angle_deg=70.0, glare_center=(0.5, 0.5)
     )
     shot = render(digital, over, np.random.default_rng(6), SIZE)
     assert shot.corners is not None
@@ -72,12 +73,14 @@ def test_glare_over_the_lungs_refuses_and_glare_beside_them_is_a_note() -> None:
     assert res.status == "rejected" and "glare" in res.quality.flags
     value, limit = res.quality.checks["lung_glare_fraction"]
     assert value > limit
-    assert res.corners is not None
-    assert _corner_error_fraction(res.corners, shot.corners) < 0.01
-    # a fainter band: the lungs stay readable, the reflection on the lightbox is noted
-    faint = rectify(render(digital, replace(over, glare_strength=0.35), rng, SIZE).image)
+    # a narrow band: most of the lungs stay readable, the reflection around is noted
+    faint = rectify(
+        render(digital, replace(over, glare_strength=0.35, glare_width=0.05), rng, SIZE).image
+    )
     assert faint.status == "ok", faint.quality
     assert "glare_beside_film" in faint.quality.notes
+    assert faint.corners is not None  # and the corners survive the band
+    assert _corner_error_fraction(faint.corners, shot.corners) < 0.01
     calm = rectify(render(digital, replace(over, glare_strength=0.0), rng, SIZE).image)
     assert "glare" not in calm.quality.flags and "glare_beside_film" not in calm.quality.notes
 

@@ -22,9 +22,9 @@ from kiosk.rectify.photometry import colourfulness
 from kiosk.rectify.result import Quality, make_quality
 
 # refusals (lung region = the middle 60% x 60% of the developed film)
-LUNG_CLIPPED_MAX = 0.02  # share of the lung region white in the shortest frame
+LUNG_CLIPPED_MAX = 0.15  # share of the lung region white in the shortest frame
 LUNG_CRUSHED_MAX = 0.02  # share of the lung region black in the longest frame
-LUNG_GLARE_MAX = 0.05  # share of the lung region brighter than clear film (a reflection)
+LUNG_GLARE_MAX = 0.4  # share of the lung region brighter than clear film (a reflection)
 SHARP_MAX = 0.0045  # edge blur sigma / film diagonal above which the photo is "blurred"
 MIN_CONTRAST_D = 0.3  # density range of a radiograph; a blank sheet has less
 COLOURFUL_MAX = 12.0  # Hasler-Suesstrunk colourfulness of a (white-balanced) film

@@ -23,6 +23,7 @@ from kiosk.rectify.gates import (
     CLIP_LEVEL,
     DARK_LIGHTBOX,
     GLARE_RING_T,
+    LIGHTBOX_CLIPPED_NOTE,
     judge_photo,
     lung_region,
 )
@@ -168,10 +169,13 @@ def rectify_capture(
             logger.debug("Refinement moved a corner too far; keeping the coarse quad")
             corners = coarse
         if side_fraction < MIN_SIDE_FRACTION:
-            # the edges could not be measured (a clipped lightbox and clear margin look
-            # alike): keep the coarse quad, which lies inside the frame
-            corners, sigma = coarse, float("nan")
-        cut_off = bool(
+            if clipped_lb > LIGHTBOX_CLIPPED_NOTE:
+                # the edges cannot be measured (a clipped lightbox and a clipped clear margin
+                # look alike): keep the coarse quad, which lies inside the frame
+                corners, sigma = coarse, float("nan")
+            else:  # a side shows no lightbox-to-film edge: the frame's edge cuts the film
+                cut_off = True
+        cut_off = cut_off or bool(
             (corners[:, 0] < 0).any()
             or (corners[:, 1] < 0).any()
             or (corners[:, 0] > W - 1).any()
