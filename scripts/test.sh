@@ -11,6 +11,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 # The hub tests start a throwaway PostgreSQL cluster (tests/pg.py) with these binaries.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -202,3 +202,21 @@ def test_manifest_data_file_outside_its_folder_is_a_clear_error(
     with pytest.raises(SyncError, match="not a file name in the manifest's folder") as caught:
         read_export(manifest_path(out))
     assert "export again" in str(caught.value)
+
+
+def test_database_trouble_is_503_so_the_kiosk_retries(
+    tmp_path: Path, hub: HubThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    token = hub.store.add_device("kiosk-a")
+    _, body = _body(tmp_path)
+
+    def down(*_args: Any, **_kwargs: Any) -> None:
+        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(hub.store, "ingest", down)
+    status, reply = post_raw(hub.url, token, json.dumps(body).encode())
+
+    assert status == 503 and "retry" in reply["error"]
+    assert "INSERT" not in reply["error"]  # no SQL in answers

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -217,8 +218,6 @@ def test_the_kiosk_side_of_sync_loads_neither_flask_nor_the_hub() -> None:
         " or m.startswith('sqlalchemy'))\n"
         "print(','.join(bad))\n"
     )
-    import sys
-
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""

@@ -8,8 +8,10 @@
    ``kiosk.sync.client.push`` (what a kiosk and a hub do together).
 
 It prints rows/s for both and the size of ``hub.db`` (after a WAL checkpoint), scaled to
-100,000 results. The synthetic results have the shape of real ones (three findings, quality
-flags, timings, model and calibration ids, some confirmed diagnoses), no thumbnails.
+100,000 results. ``--durability-cost`` instead measures what ``synchronous=FULL`` (the hub's
+setting: an acknowledged batch is on disk) costs against ``NORMAL``, hub only. The synthetic
+results have the shape of real ones (three findings, quality flags, timings, model and
+calibration ids, some confirmed diagnoses), no thumbnails.
 ``synthetic_record`` and ``fill_kiosk`` are also what the tests and ``hub_load`` fill kiosks with.
 
 What this module does not do: many kiosks at once or a hub killed mid-run (``hub_load``), or
@@ -119,11 +121,19 @@ class BenchReport:
 class _HubThread:
     """A waitress hub on 127.0.0.1 (ephemeral port) in a daemon thread."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+        from sqlalchemy import event
         from waitress import create_server
 
         self.path = data_dir / HUB_DB_NAME
         self.store = HubStore(default_url(data_dir))
+        if synchronous != "FULL":
+            # Only to measure what FULL costs: the hub itself always commits with FULL.
+            def relax(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")
+
+            event.listen(self.store.engine, "connect", relax)
+            self.store.engine.dispose()
         app = create_hub_app(self.store)
         self.server: Any = create_server(app, host="127.0.0.1", port=0, threads=4)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
@@ -131,7 +141,10 @@ class _HubThread:
         self.thread.start()
 
     def close(self) -> None:
+        # Let the worker threads finish their answers before the sockets go away.
+        self.server.task_dispatcher.shutdown(timeout=5)
         self.server.close()
+        self.thread.join(timeout=5)
         self.store.close()
 
 
@@ -200,13 +213,59 @@ def run_bench(n_results: int = 20000, batch: int = 500, workdir: Path | None = N
     )
 
 
+def durability_cost(
+    n_results: int = 5000, batch: int = 50, rounds: int = 3, workdir: Path | None = None
+) -> dict[str, Any]:
+    """Hub-only ingest rate with ``synchronous=FULL`` (what the hub runs: every acknowledged
+    batch fsynced) against ``NORMAL``, alternating ``rounds`` times on the same pre-built
+    batches; returns each rate and the median ratio NORMAL / FULL."""
+    rates: dict[str, list[float]] = {"FULL": [], "NORMAL": []}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        root = Path(tmp)
+        config = KioskConfig(device_id="bench-kiosk", data_dir=root / "kiosk")
+        kiosk = Store(config.db_path)
+        ids = fill_kiosk(kiosk, config.device_id, n_results)
+        bodies = [
+            build_body(config, kiosk, read_results(kiosk, ids[i : i + batch]))
+            for i in range(0, len(ids), batch)
+        ]
+        kiosk.close()
+        for n in range(rounds):
+            for mode in ("FULL", "NORMAL"):
+                hub = _HubThread(root / f"hub-{mode}-{n}", synchronous=mode)
+                token = hub.store.add_device(config.device_id)
+                started = time.perf_counter()
+                for body in bodies:
+                    _post(ingest_url(hub.url), token, body)
+                rates[mode].append(round(n_results / (time.perf_counter() - started), 1))
+                hub.close()
+    ratios = sorted(
+        normal / full for full, normal in zip(rates["FULL"], rates["NORMAL"], strict=True)
+    )
+    return {
+        "results": n_results,
+        "batch": batch,
+        "full_results_per_s": rates["FULL"],
+        "normal_results_per_s": rates["NORMAL"],
+        "median_normal_over_full": round(ratios[len(ratios) // 2], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--durability-cost",
+        action="store_true",
+        help="Compare synchronous=FULL with NORMAL (hub only, alternating 3 rounds).",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.durability_cost:
+        print(json.dumps(durability_cost(args.results, args.batch)))
+        return
     report = run_bench(args.results, args.batch)
     if args.json:
         print(json.dumps(report.to_dict()))

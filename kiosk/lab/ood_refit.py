@@ -90,7 +90,13 @@ def _split(samples: list[Sample], name: str, n: int, rng: np.random.Generator) -
 
 
 def refit(
-    manifest: Path, data_dir: Path, n_train: int, n_val: int, n_test: int, seed: int
+    manifest: Path,
+    data_dir: Path,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int,
+    generators: str = "a",
 ) -> tuple[OodDetector, dict[str, Any]]:
     """Fit the reference and measure it; returns the detector and the report."""
     classifier = Classifier.from_manifest(manifest, threads=2)
@@ -104,8 +110,10 @@ def refit(
         for i, sample in enumerate(group):
             digital = _grey(sample)
             rows.append(_features(classifier, digital))
-            if photos:
+            if photos and "a" in generators:
                 rows.append(_features(classifier, _photo_a(digital, rng)))
+            if photos and "b" in generators:
+                rows.append(_features(classifier, _photo_b(digital, "film", rng)))
             if i % 100 == 0:
                 logger.info("%d/%d films, %.0f s", i, len(group), time.perf_counter() - t0)
         return np.stack(rows)
@@ -133,8 +141,9 @@ def refit(
     groups["non_xray"] = [_features(classifier, im) for im in synthetic_non_xrays(n_other)]
     report: dict[str, Any] = {
         "model": classifier.manifest.id,
-        "fit": f"train split: {n_train} films, digital + generator-A photo each; threshold: "
-        f"p99.5 of {n_val} val films (digital + photo), seed {seed}",
+        "fit": f"train split: {n_train} films, digital + a photo by each of generators "
+        f"{'+'.join(generators.upper())}; threshold: p99.5 of {n_val} val films (digital + "
+        f"photos), seed {seed}",
         "threshold": detector.threshold,
         "seconds": round(time.perf_counter() - t0, 1),
         "flagged": {},
@@ -169,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-val", type=int, default=250)
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--generators", default="a", help="scene generators of the fit's photos: a, b or ab"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--dry-run", action="store_true", help="report only; write nothing")
     parser.add_argument(
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     detector, report = refit(
-        args.model, args.data, args.n_train, args.n_val, args.n_test, args.seed
+        args.model, args.data, args.n_train, args.n_val, args.n_test, args.seed, args.generators
     )
     print(json.dumps(report, indent=2))
     if not args.dry_run:
