@@ -3,6 +3,11 @@
     decode -> rectify (photos) or digital gate -> infer -> out-of-distribution gate
            -> calibrate -> store -> (caller shows it)
 
+Calibration: the active *site* calibration of this model file (from the store, or read-only
+from the database file for ``kiosk analyze --no-store``), else, for photos, the model's
+*factory* calibration (rendered photos, shipped with the model), else none; every result says
+which (``calibrated``, ``calibration``: id, kind, date, label).
+
 Each stage is timed. A result is committed to the database before :meth:`Pipeline.analyze_image`
 returns it, so nothing is ever shown that was not stored. A bad input becomes a result with
 status ``rejected`` (the photo is unusable, and the reason says what to do) or ``error`` (the
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +27,7 @@ import cv2
 import numpy as np
 
 from kiosk.atomic import atomic_write_bytes
+from kiosk.calibration.factory import load_factory
 from kiosk.calibration.records import CalibrationRecord
 from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
@@ -37,6 +44,7 @@ from kiosk.rectify.locate import MaskModel
 from kiosk.rectify.rectifier import rectify_capture
 from kiosk.rectify.result import Quality
 from kiosk.store import FindingRecord, ResultRecord, Store
+from kiosk.store.calibrations import read_active_calibration
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +65,22 @@ class AnalysisResult:
     quality: dict[str, Any] = field(default_factory=dict)
     findings: list[FindingRecord] = field(default_factory=list)
     model: dict[str, str] = field(default_factory=dict)
-    calibration_id: str | None = None
+    calibration: dict[str, Any] | None = None  # CalibrationRecord.ref() of what was applied
     timings_ms: dict[str, float] = field(default_factory=dict)
     result_id: str | None = None
     film: np.ndarray | None = None
     cam: np.ndarray | None = None
     logits: np.ndarray | None = None
     features: np.ndarray | None = None
+
+    @property
+    def calibration_id(self) -> str | None:
+        return None if self.calibration is None else str(self.calibration["id"])
+
+    @property
+    def calibrated(self) -> bool:
+        """True only when a calibration for this model was applied to the findings."""
+        return self.calibration is not None
 
     @property
     def message(self) -> str | None:
@@ -93,7 +110,8 @@ class AnalysisResult:
                 for f in self.findings
             ],
             "model": self.model,
-            "calibration": {"id": self.calibration_id} if self.calibration_id else None,
+            "calibration": dict(self.calibration) if self.calibration else None,
+            "calibrated": self.calibrated,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "result_id": self.result_id,
         }
@@ -109,12 +127,7 @@ def _sentence(text: str | None) -> str | None:
 
 
 def _quality_dict(quality: Quality) -> dict[str, Any]:
-    return {
-        "ok": quality.ok,
-        "flags": list(quality.flags),
-        "metrics": {k: round(float(v), 4) for k, v in quality.metrics.items()},
-        "advice": quality.advice,
-    }
+    return quality.to_dict()
 
 
 class Pipeline:
@@ -135,6 +148,7 @@ class Pipeline:
         store_images: bool = True,
         min_free_mb: float = 0.0,
         critical_free_mb: float = 0.0,
+        active_reader: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
         self.classifier = classifier
         self.manifest = classifier.manifest
@@ -149,7 +163,9 @@ class Pipeline:
         self.store_images = store_images
         self.min_free_mb = min_free_mb
         self.critical_free_mb = critical_free_mb
-        self.calibration: CalibrationRecord | None = None
+        self._active_reader = store.active_calibration if store is not None else active_reader
+        self.factory_calibration = load_factory(self.manifest)
+        self.site_calibration: CalibrationRecord | None = None
         self.reload_calibration()
 
     @classmethod
@@ -165,8 +181,13 @@ class Pipeline:
         localiser = None
         if config.rectify.method in ("learned", "combined"):
             localiser = load_localiser(config.models_dir)
+
+        def read_active(sha256: str) -> dict[str, Any] | None:
+            return read_active_calibration(config.db_path, sha256)
+
         return cls(
             classifier,
+            active_reader=read_active if store is None else None,
             device_id=config.device_id,
             store=store,
             data_dir=config.data_dir,
@@ -188,15 +209,20 @@ class Pipeline:
             "sha256": self.manifest.sha256,
         }
 
+    @property
+    def calibration(self) -> CalibrationRecord | None:
+        """What new photo results get: the active site calibration, else the factory one (which
+        digital images never get: it was fitted on photographed films), else None."""
+        return self.site_calibration or self.factory_calibration
+
     def reload_calibration(self) -> None:
-        """Pick up the active calibration for exactly this model file (or none)."""
-        self.calibration = None
-        if self.store is None:
-            return
-        record = self.store.active_calibration(self.manifest.sha256)
+        """Pick up the active site calibration for exactly this model file (or none)."""
+        self.site_calibration = None
+        record = None if self._active_reader is None else self._active_reader(self.manifest.sha256)
         if record is not None:
-            self.calibration = CalibrationRecord.from_dict(record)
-            logger.info("calibration %s active", self.calibration.id)
+            self.site_calibration = CalibrationRecord.from_dict(record)
+        if self.calibration is not None:
+            logger.info("calibration %s (%s) in use", self.calibration.id, self.calibration.label)
 
     def reload_rig(self) -> None:
         """Pick up a new rig reference (after the technician recalibrated the rig)."""
@@ -360,19 +386,23 @@ class Pipeline:
         raw = prediction.probabilities
         probs = raw
         thresholds = [f.threshold for f in self.manifest.findings]
-        if self.calibration is not None:
+        calibration = self.site_calibration
+        if calibration is None and result.input_kind == "photo":
+            # Fitted on photographed films: not for digital images.
+            calibration = self.factory_calibration
+        if calibration is not None:
             try:
-                probs = self.calibration.apply(
+                probs = calibration.apply(
                     prediction.logits,
                     prediction.features,
                     model_sha256=self.manifest.sha256,
                     codes=list(self.manifest.finding_codes),
                 )
-                thresholds = [self.calibration.threshold(f.code) for f in self.manifest.findings]
-                result.calibration_id = self.calibration.id
+                thresholds = [calibration.threshold(f.code) for f in self.manifest.findings]
+                result.calibration = calibration.ref()
             except CalibrationError as exc:
                 # Never silently show raw scores as calibrated: say so in the result.
-                logger.error("calibration %s not applied: %s", self.calibration.id, exc)
+                logger.error("calibration %s not applied: %s", calibration.id, exc)
                 result.quality.setdefault("flags", []).append("uncalibrated")
                 probs = raw
         probs = np.asarray(probs, dtype=np.float64).reshape(-1)
@@ -416,6 +446,8 @@ class Pipeline:
             model_version=self.manifest.version,
             model_sha256=self.manifest.sha256,
             calibration_id=result.calibration_id,
+            calibration_kind=None if result.calibration is None else result.calibration["kind"],
+            calibration_date=None if result.calibration is None else result.calibration["date"],
             timings_ms=result.timings_ms,
             patient_ref=patient_ref,
         )

@@ -57,6 +57,7 @@ def test_mixed_folder_one_correct_line_per_image(tmp_path: Path, data_dir: Path)
             "findings",
             "model",
             "calibration",
+            "calibrated",
             "timings_ms",
             "result_id",
         }
@@ -68,7 +69,14 @@ def test_mixed_folder_one_correct_line_per_image(tmp_path: Path, data_dir: Path)
             assert f["code"] == "pneumonia" and f["label"] == "Pneumonia"
             assert 0.0 < f["raw"] < 1.0 and 0.0 < f["probability"] < 1.0
             assert f["positive"] == (f["probability"] >= f["threshold"])
+            # No site calibration yet: photos get the model's factory calibration and say so;
+            # digital images none (it was fitted on photographed films).
+            if o["input"] == "photo":
+                assert o["calibrated"] is True and o["calibration"]["kind"] == "factory"
+            else:
+                assert o["calibrated"] is False and f["probability"] == f["raw"]
         else:
+            assert o["calibrated"] is False and o["calibration"] is None
             assert o["reason"] and o["findings"] == []
     by_name = {Path(o["source"]).name: o for o in out}
     assert by_name["a_digital.png"]["corners"] is None

@@ -20,7 +20,7 @@ from kiosk.pipeline import Pipeline
 
 pytestmark = pytest.mark.usefixtures("synthetic_films")
 
-N_PHOTOS = 44
+N_PHOTOS = 68
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
             logits.append(float(r.logits[0]))
         else:
             rejected.append(name)
-    assert len(accepted) >= 36, f"only {len(accepted)} simulated photos accepted"
+    assert len(accepted) >= 52, f"only {len(accepted)} simulated photos accepted"
     return Scored(folder, accepted, np.array(logits), rejected)
 
 
@@ -71,15 +71,18 @@ def _noisy_labels(logits: np.ndarray) -> np.ndarray:
 def test_calibrate_activate_use_and_roll_back(scored: Scored, data_dir: Path) -> None:
     csv = _write_csv(scored, "labels.csv", _noisy_labels)
     accepted = len(scored.accepted)
-    proc = run_kiosk("calibrate", str(csv), "--method", "temperature", "--activate", "--json")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_kiosk("calibrate", str(csv), "--method", "platt", "--activate", "--json")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
     summary = json.loads(proc.stdout)
     assert summary["used"] == accepted and summary["activated"] is True
+    assert summary["refusals"] == [] and summary["labelled"] == N_PHOTOS
     assert len(summary["skipped"]) == N_PHOTOS - accepted
+    assert sum(summary["skipped_by_reason"].values()) == N_PHOTOS - accepted
     metrics = summary["metrics"]["pneumonia"]
     for side in ("before", "after"):
-        assert {"ece", "brier", "nll", "auroc"} <= set(metrics[side])
+        assert {"ece", "brier", "nll", "auroc", "specificity_ci_low"} <= set(metrics[side])
         assert metrics[side]["n"] == accepted
+    assert summary["evaluation"]["scheme"] == "nested cross-validation"
     svg = Path(summary["diagram"])
     assert svg.is_file() and ET.parse(svg).getroot().tag.endswith("svg")
     assert (svg.with_suffix(".json")).is_file()
@@ -87,18 +90,38 @@ def test_calibrate_activate_use_and_roll_back(scored: Scored, data_dir: Path) ->
     first = scored.folder / scored.accepted[0]
     out = run_kiosk("analyze", "--json", "--input", "photo", str(first))
     (line,) = lines(out.stdout)
-    assert line["calibration"] == {"id": summary["id"]}
+    assert line["calibrated"] is True
+    assert line["calibration"]["id"] == summary["id"] and line["calibration"]["kind"] == "site"
     finding = line["findings"][0]
-    temperature = summary["methods"]["pneumonia"] == "temperature"
-    assert temperature
     threshold = summary["thresholds"]["pneumonia"]["value"]
     assert finding["threshold"] == pytest.approx(threshold, abs=1e-6)
+    # --no-store applies the active calibration too (it used to show raw scores).
+    (unstored,) = lines(run_kiosk("analyze", "--json", "--no-store", str(first)).stdout)
+    assert unstored["calibration"] == line["calibration"] and unstored["result_id"] is None
+    assert unstored["findings"][0]["probability"] == pytest.approx(finding["probability"])
 
     back = run_kiosk("calibration", "rollback")
-    assert back.returncode == 0 and "none" in back.stdout
+    assert back.returncode == 0 and "factory" in back.stdout
     (after,) = lines(run_kiosk("analyze", "--json", "--no-store", str(first)).stdout)
-    assert after["calibration"] is None
-    assert after["findings"][0]["probability"] == pytest.approx(after["findings"][0]["raw"])
+    assert after["calibrated"] is True and after["calibration"]["kind"] == "factory"
+    assert after["calibration"]["label"] == "factory (photographed films, rendered)"
+
+
+def test_too_few_labelled_photos_are_stored_but_not_activated(
+    scored: Scored, data_dir: Path
+) -> None:
+    few = Scored(scored.folder, scored.accepted[:30], scored.logits[:30], [])
+    csv = _write_csv(few, "few.csv", _noisy_labels)
+    proc = run_kiosk("calibrate", str(csv), "--activate")
+    assert proc.returncode == 3, proc.stderr
+    assert "NOT ACTIVATED: pneumonia: 30 labelled cases; at least 50" in proc.stderr
+    assert "30 of 30 labelled photos used" in proc.stdout
+    assert "expected specificity" in proc.stdout
+    listing = run_kiosk("calibration", "list").stdout
+    (row,) = [r for r in listing.splitlines() if r.startswith("  cal-")]
+    again = run_kiosk("calibration", "activate", row.split()[0])
+    assert again.returncode == 2 and "was not activated" in again.stderr
+    assert "* factory-" in listing  # still the shipped factory calibration
 
 
 def test_refusals_are_clear(scored: Scored, data_dir: Path) -> None:

@@ -274,7 +274,7 @@ def test_refit_head_recovers_auroc() -> None:
 
 def test_refit_needs_features() -> None:
     rng = np.random.default_rng(4)
-    z, y, x = _shifted_domain(rng, 200, 8)
+    z, y, x = _shifted_domain(rng, 300, 8)
     with pytest.raises(CalibrationError, match="features"):
         _fit(z, y, ["effusion"], method="refit")
     record = _fit(z, y, ["effusion"], features=x, method="refit")
@@ -297,7 +297,9 @@ def test_auto_picks_temperature_and_says_why() -> None:
     reason = record.reasons["pneumonia"]
     assert reason.startswith("temperature: CV NLL")
     assert "platt" in reason
-    assert f"isotonic skipped (n=900 < {MIN_ISOTONIC_CASES})" in reason
+    assert f"isotonic skipped: needs at least {MIN_ISOTONIC_CASES} labelled cases (have 900)" in (
+        reason
+    )
     assert record.params["pneumonia"]["temperature"] == pytest.approx(2.5, rel=0.15)
     m = record.metrics["pneumonia"]
     assert m["after"]["ece"] < m["before"]["ece"]
@@ -322,20 +324,34 @@ def test_auto_considers_refit_only_with_features() -> None:
     assert "refit" in record.reasons["effusion"]
 
 
-def test_threshold_meets_target_sensitivity_out_of_fold() -> None:
-    rng = np.random.default_rng(9)
-    z = rng.normal(-1, 2, 600)
-    y = _bernoulli(rng, sigmoid(z / 1.5))
-    for target in (0.8, 0.9, 0.95):
-        record = _fit(z, y, ["pneumonia"], target_sensitivity=target)
+def test_threshold_is_scored_on_cases_it_was_not_chosen_on() -> None:
+    """The reported sensitivity comes from outer folds whose threshold was chosen without them,
+    so on small sets it falls below the target about as often as above (chosen and scored on
+    the same predictions, it was never below); the interval covers the target."""
+    below = 0
+    for seed in range(8):
+        rng = np.random.default_rng(100 + seed)
+        z = rng.normal(-1, 2, 80)
+        y = _bernoulli(rng, sigmoid(z / 1.5))
+        record = _fit(z, y, ["pneumonia"], target_sensitivity=0.9)
         after = record.metrics["pneumonia"]["after"]
-        assert after["sensitivity"] >= target
+        below += after["sensitivity"] < 0.9
+        assert after["sensitivity_ci_low"] <= after["sensitivity"] <= after["sensitivity_ci_high"]
+        assert after["specificity_ci_low"] <= after["specificity"] <= after["specificity_ci_high"]
+        assert after["target_sensitivity"] == 0.9
         assert record.thresholds["pneumonia"] == {
             "value": after["threshold"],
             "rule": "sensitivity",
-            "target_sensitivity": target,
+            "target_sensitivity": 0.9,
         }
-        assert record.threshold("pneumonia") == after["threshold"]
+        assert "outer fold" in record.evaluation["threshold"]
+    assert below >= 1
+    rng = np.random.default_rng(9)
+    z = rng.normal(-1, 2, 600)
+    y = _bernoulli(rng, sigmoid(z / 1.5))
+    record = _fit(z, y, ["pneumonia"], target_sensitivity=0.8)
+    after = record.metrics["pneumonia"]["after"]
+    assert after["sensitivity_ci_low"] <= 0.8 <= after["sensitivity_ci_high"]
     youden = _fit(z, y, ["pneumonia"], threshold_rule="youden")
     assert youden.thresholds["pneumonia"]["rule"] == "youden"
 
@@ -431,7 +447,7 @@ def test_record_refuses_other_model() -> None:
 @pytest.mark.parametrize("method", ["temperature", "platt", "isotonic", "refit"])
 def test_record_json_round_trip_gives_identical_predictions(method: str) -> None:
     rng = np.random.default_rng(16)
-    n = MIN_ISOTONIC_CASES if method == "isotonic" else 200
+    n = {"isotonic": MIN_ISOTONIC_CASES, "refit": 300}.get(method, 200)
     z, y, x = _shifted_domain(rng, n, 12)
     record = _fit(z, y, ["effusion"], features=x, method=method, notes="site 3")
     data = json.loads(json.dumps(record.to_dict(), allow_nan=False))

@@ -20,6 +20,9 @@ def _release(src_manifest: Path, dest: Path, version: str) -> Path:
     dest.mkdir(parents=True)
     m = Manifest.load(src_manifest)
     shutil.copy(m.model_path, dest / m.file)
+    if m.calibration:  # the factory calibration travels with its model
+        name = m.calibration["file"]
+        shutil.copy(src_manifest.parent / name, dest / name)
     raw = json.loads(src_manifest.read_text())
     raw["version"] = version
     raw.pop("ood", None)
@@ -36,7 +39,12 @@ def test_install_switch_and_rollback(
     folder = data_dir / "models"
     before = resolve_manifest(config)
     v2 = install(_release(bundled_manifest, tmp_path / "r2", "2.0.0"), folder)
-    assert Manifest.load(resolve_manifest(config)).version == "2.0.0"
+    installed = Manifest.load(resolve_manifest(config))
+    assert installed.version == "2.0.0"
+    from kiosk.calibration.factory import load_factory
+
+    factory = load_factory(installed)  # copied, checked against its sha256, and usable
+    assert factory is not None and factory.kind == "factory"
     install(_release(bundled_manifest, tmp_path / "r3", "3.0.0"), folder)
     assert Manifest.load(resolve_manifest(config)).version == "3.0.0"
     assert rollback(folder) == v2.manifest
@@ -56,5 +64,10 @@ def test_corrupt_update_is_refused_and_nothing_changes(
     model_file.write_bytes(model_file.read_bytes()[:-100])
     with pytest.raises(ModelError, match="does not match"):
         install(bad, folder)
+    worse = _release(bundled_manifest, tmp_path / "worse", "9.9.8")
+    factory_file = worse.parent / Manifest.load(worse).calibration["file"]
+    factory_file.write_text(factory_file.read_text().replace('"platt"', '"temperature"'))
+    with pytest.raises(ModelError, match="does not match"):
+        install(worse, folder)
     assert Manifest.load(resolve_manifest(config)).version == "2.0.0"
     assert not any("9.9.9" in p.name for p in folder.iterdir())

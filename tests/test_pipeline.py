@@ -70,11 +70,19 @@ def test_calibration_of_another_model_is_never_applied(pipeline: Pipeline) -> No
     )
     store.save_calibration(other.to_dict(), activate=True)
     pipeline.reload_calibration()
-    assert pipeline.calibration is None
-    result = pipeline.analyze_image(digital(6), source="x", input_kind="digital")
-    assert result.calibration_id is None
+    assert pipeline.site_calibration is None
+    factory = pipeline.factory_calibration
+    assert factory is not None and pipeline.calibration is factory
+    digital_result = pipeline.analyze_image(digital(6), source="x", input_kind="digital")
+    assert not digital_result.calibrated  # the factory one is for photographed films only
+    assert digital_result.findings[0].probability == digital_result.findings[0].raw
+    result = pipeline.analyze_image(photo(6).image, source="x", input_kind="photo")
+    assert result.calibration_id == factory.id and result.calibration is not None
+    assert result.calibration["kind"] == "factory"
     f = result.findings[0]
-    assert f.probability == pytest.approx(f.raw)
+    assert f.probability == pytest.approx(
+        float(factory.apply([result.logits[0]], model_sha256=pipeline.manifest.sha256)[0])
+    )  # type: ignore[index]
 
     own = fit_calibration(
         logits,
@@ -92,3 +100,87 @@ def test_calibration_of_another_model_is_never_applied(pipeline: Pipeline) -> No
     t = own.params["pneumonia"]["temperature"]
     expected = 1 / (1 + np.exp(-result.logits[0] / t))  # type: ignore[index]
     assert result.findings[0].probability == pytest.approx(expected, rel=1e-6)
+
+
+def _own(pipeline: Pipeline) -> object:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, (200, 1))
+    labels = (rng.random((200, 1)) < 1 / (1 + np.exp(-logits / 2))).astype(float)
+    return fit_calibration(
+        logits,
+        labels,
+        ["pneumonia"],
+        method="temperature",
+        model_id=pipeline.manifest.id,
+        model_sha256=pipeline.manifest.sha256,
+        created_by="test",
+    )
+
+
+def test_every_result_says_which_calibration_made_it(pipeline: Pipeline, data_dir: Path) -> None:
+    """Factory while no site calibration is active, the site one once it is, stored with kind
+    and date; a --no-store pipeline (no Store) applies the same active calibration."""
+    store = pipeline.store
+    assert store is not None
+    first = pipeline.analyze_image(photo(7).image, source="x", input_kind="photo")
+    line = first.to_json()
+    assert line["calibrated"] is True and line["calibration"]["kind"] == "factory"
+    assert line["calibration"]["label"] == "factory (photographed films, rendered)"
+    row = store.get_result(first.result_id or "")
+    assert row is not None and row["calibrated"] and row["calibration_kind"] == "factory"
+    assert row["calibration_date"] == pipeline.factory_calibration.created_at  # type: ignore[union-attr]
+
+    own = _own(pipeline)
+    store.save_calibration(own.to_dict(), activate=True)  # type: ignore[attr-defined]
+    pipeline.reload_calibration()
+    site = pipeline.analyze_image(digital(7), source="x", input_kind="digital")
+    assert (
+        site.to_json()["calibration"]
+        == {
+            "id": own.id,  # type: ignore[attr-defined]
+            "kind": "site",
+            "date": own.created_at,  # type: ignore[attr-defined]
+            "label": f"site calibration {own.id} ({own.created_at[:10]})",  # type: ignore[attr-defined]
+        }
+    )
+    config = load_config(env={"KIOSK_DATA_DIR": str(data_dir), "KIOSK_OOD_GATE": "false"})
+    no_store = Pipeline.from_config(config, pipeline.classifier, None)
+    again = no_store.analyze_image(digital(7), source="x", input_kind="digital", store=False)
+    assert again.calibration_id == own.id  # type: ignore[attr-defined]
+    assert again.findings[0].probability == pytest.approx(site.findings[0].probability)
+
+    store.deactivate_calibrations(pipeline.manifest.sha256)
+    pipeline.reload_calibration()
+    back = pipeline.analyze_image(photo(7).image, source="x", input_kind="photo")
+    assert back.calibration is not None and back.calibration["kind"] == "factory"
+
+
+def test_no_store_pipeline_creates_no_database(tmp_path: Path) -> None:
+    config = load_config(env={"KIOSK_DATA_DIR": str(tmp_path / "d"), "KIOSK_OOD_GATE": "false"})
+    pipeline = Pipeline.from_config(config, load_classifier(config), None)
+    assert pipeline.site_calibration is None and not config.db_path.exists()
+
+
+def test_a_factory_file_that_does_not_match_is_not_applied(
+    tmp_path: Path, bundled_manifest: Path
+) -> None:
+    import json
+    import shutil
+
+    from kiosk.calibration.factory import load_factory
+    from kiosk.model.manifest import Manifest
+
+    for name in ("cxr-pneumonia-effl0.json", "cxr-pneumonia-effl0.factory-calibration.json"):
+        shutil.copy(bundled_manifest.parent / name, tmp_path / name)
+    manifest_path = tmp_path / "cxr-pneumonia-effl0.json"
+    assert load_factory(Manifest.load(manifest_path)) is not None
+    record_path = tmp_path / "cxr-pneumonia-effl0.factory-calibration.json"
+    record = json.loads(record_path.read_text())
+    record["params"]["pneumonia"]["b"] = 0.0
+    record_path.write_text(json.dumps(record))
+    assert load_factory(Manifest.load(manifest_path)) is None  # sha256 differs
+    raw = json.loads(manifest_path.read_text())
+    del raw["calibration"]
+    manifest_path.write_text(json.dumps(raw))
+    old = Manifest.load(manifest_path)  # a manifest without the field still loads
+    assert old.calibration == {} and load_factory(old) is None

@@ -164,3 +164,40 @@ def test_calibration_rollback_walks_the_history_back(tmp_path: Path) -> None:
     assert store.rollback_calibration(sha) is None
     assert store.rollback_calibration(sha) is None  # nothing further back
     assert store.active_calibration("b" * 64)["id"] == "other"  # type: ignore[index]
+
+
+def test_calibration_kind_migration_marks_older_calibrated_results_as_site(
+    tmp_path: Path,
+) -> None:
+    """Results stored before 0006 were calibrated by a site record or not at all."""
+    import sqlite_utils
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    db.table("_migrations").create({"name": str, "applied_at": str}, pk="name")
+    for name, fn in MIGRATIONS:
+        if name.startswith("0006"):
+            break
+        fn(db)
+        db.table("_migrations").insert({"name": name, "applied_at": "2026-01-01"})
+    db.table("calibrations").insert({"id": "cal-1", "created_at": "2026-02-02T00:00:00Z"})
+    for rid, cal in (("r1", "cal-1"), ("r2", None)):
+        db.table("results").insert(
+            {
+                "id": rid,
+                "created_at": "2026-03-03",
+                "device_id": "d",
+                "status": "ok",
+                "calibration_id": cal,
+            }
+        )
+    db.conn.close()
+    store = Store(path)
+    try:
+        calibrated, raw = store.get_result("r1"), store.get_result("r2")
+        assert calibrated is not None and raw is not None
+        assert calibrated["calibration_kind"] == "site" and calibrated["calibrated"]
+        assert calibrated["calibration_date"] == "2026-02-02T00:00:00Z"
+        assert raw["calibration_kind"] is None and not raw["calibrated"]
+    finally:
+        store.close()

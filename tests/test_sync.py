@@ -119,7 +119,9 @@ class HubThread:
         self.thread.start()
 
     def close(self) -> None:
+        self.server.task_dispatcher.shutdown(timeout=5)
         self.server.close()
+        self.thread.join(timeout=5)
         self.store.close()
 
 

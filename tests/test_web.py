@@ -9,6 +9,7 @@ from __future__ import annotations
 # gate rightly rejects: these tests switch it off (ood_gate=False); tests/test_real_xrays.py
 # checks the gate on real images.
 import io
+import json
 import re
 import stat
 from collections.abc import Iterator
@@ -332,7 +333,27 @@ def test_result_page_shows_words_bars_versions_and_disclaimer(app: Flask, seeded
         assert f"{round(100 * finding['probability'])}%" in html
     assert "Decision support, not a diagnosis" in html
     assert stored["model_version"] in html
-    assert "no calibration" in html
+    # No site calibration: said plainly, and the factory calibration is named as such.
+    assert "Not calibrated for this kiosk" in html
+    assert "factory (photographed films, rendered)" in html
+    assert "estimates for films photographed on this kiosk" not in html
+    assert f"calibration {stored['calibration_id']}" in html and stored["calibration_id"]
+    from flask import render_template
+
+    from kiosk.web import render
+
+    with app.test_request_context():  # the live card of this result (the latest is rejected)
+        card = render_template(
+            "_latest.html",
+            result=stored,
+            findings=render.findings_view(stored),
+            calibration=render.calibration_view(stored),
+        )
+    assert "Not calibrated for this kiosk: factory (photographed films, rendered)" in card
+    site = render.calibration_view({**stored, "calibration_kind": "site"})
+    assert site.site and site.headline == "Calibrated for this kiosk"
+    none = render.calibration_view({**stored, "calibration_id": None, "calibration_kind": None})
+    assert none.headline == "Not calibrated for this kiosk: raw model scores"
     assert 'id="toggle-cam"' in html
     assert "Confirmed diagnosis" not in html  # staff cannot confirm
 
@@ -396,6 +417,10 @@ def test_api_with_tokens(app: Flask, appliance: Appliance, seeded: dict) -> None
     assert "source" not in body["results"][0] and "patient_ref" not in body["results"][0]
     one = client.get(f"/api/v1/results/{seeded['ok_id']}", headers=bearer).get_json()
     assert one["findings"] and one["status"] == "ok"
+    assert one["calibrated"] is True and one["calibration"]["kind"] == "factory"
+    assert one["calibration"]["id"] == one["calibration_id"] and one["calibration"]["date"]
+    rejected = client.get(f"/api/v1/results/{seeded['rejected'][0]}", headers=bearer).get_json()
+    assert rejected["calibrated"] is False and rejected["calibration"] is None
     assert SECRET_SOURCE not in listing.get_data(as_text=True)
     assert client.get("/api/v1/results/nope", headers=bearer).status_code == 404
     assert client.get("/api/v1/health", headers=bearer).status_code == 503  # no camera
@@ -482,13 +507,14 @@ def test_csv_import_of_diagnoses(app: Flask, appliance: Appliance, seeded: dict)
 def test_calibration_page_and_activation_refusal(app: Flask) -> None:
     client = signed_in(app, "supervisor")
     html = client.get("/supervisor/calibration").get_data(as_text=True)
-    assert "none (raw model probabilities)" in html
+    assert "no site calibration — not calibrated for this kiosk" in html
+    assert "factory (photographed films, rendered)" in html
     assert "No refit proposed yet" in html
     token = csrf_of(client, "/")
     response = client.post(
         "/supervisor/calibration/nope/activate", data={"csrf_token": token}, follow_redirects=True
     )
-    assert "does not belong to the model in use" in response.get_data(as_text=True)
+    assert "Not activated: no calibration nope" in response.get_data(as_text=True)
 
 
 def test_technician_logs_show_audit_and_log_records(app: Flask) -> None:
@@ -539,58 +565,83 @@ def test_cli_user_and_token_commands(tmp_path: Path, monkeypatch: pytest.MonkeyP
         store.close()
 
 
+def _confirmed_cases(appliance: Appliance, n: int, shift: float) -> None:
+    store, manifest = appliance.store, appliance.pipeline.manifest
+    codes = [f.code for f in manifest.findings]
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        label = i % 2
+        logits = [float(1.5 * (2 * label - 1) + shift + rng.normal(0, 1.5)) for _ in codes]
+        record = ResultRecord(
+            status="ok",
+            source="camera",
+            input_kind="photo",
+            device_id="test",
+            model_id=manifest.id,
+            model_sha256=manifest.sha256,
+            logits=logits,
+        )
+        result_id = store.save_result(record)
+        for code in codes:
+            store.confirm_diagnosis(result_id, code, label, by="sup")
+
+
 def test_calibration_fit_activate_diagram_and_roll_back(tmp_path: Path) -> None:
-    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=tmp_path / "cal"))
+    """The page fits through the same workflow as `kiosk calibrate`: record file, reliability
+    diagram, checks and audit line; a calibration that fails the checks is not activated."""
+    data_dir = tmp_path / "cal"
+    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=data_dir))
     try:
         store, manifest = appliance.store, appliance.pipeline.manifest
-        codes = [f.code for f in manifest.findings]
         auth.add_user(store, "sup", "supervisor", PASSWORD)
-        rng = np.random.default_rng(0)
-        for i in range(60):
-            label = i % 2
-            logits = [float(1.5 * (2 * label - 1) + rng.normal(0, 1.5)) for _ in codes]
-            record = ResultRecord(
-                status="ok",
-                source="camera",
-                input_kind="photo",
-                device_id="test",
-                model_id=manifest.id,
-                model_sha256=manifest.sha256,
-                logits=logits,
-            )
-            result_id = store.save_result(record)
-            for code in codes:
-                store.confirm_diagnosis(result_id, code, label, by="sup")
+        _confirmed_cases(appliance, 40, -2.5)  # too few to activate
         client = create_app(appliance, testing=True).test_client()
         assert login(client, "sup") == 302
         token = csrf_of(client, "/")
+        small = client.post(
+            "/supervisor/calibration/fit", data={"csrf_token": token}, follow_redirects=True
+        ).get_data(as_text=True)
+        assert "cannot be activated" in small and "40 labelled cases; at least 50" in small
+        (refused,) = store.list_calibrations(manifest.sha256)
+        client.post(f"/supervisor/calibration/{refused['id']}/activate", data={"csrf_token": token})
+        assert appliance.pipeline.site_calibration is None
+        assert store.active_calibration(manifest.sha256) is None
+        page = client.get("/supervisor/calibration").get_data(as_text=True)
+        assert "Cannot be activated:" in page and "40 of 40 confirmed cases used" in page
+
+        _confirmed_cases(appliance, 120, -2.5)
         fitted = client.post(
             "/supervisor/calibration/fit", data={"csrf_token": token}, follow_redirects=True
         )
         assert "New calibration" in fitted.get_data(as_text=True)
         records = store.list_calibrations(manifest.sha256)
-        assert len(records) == 1 and not records[0]["active"]
-        calibration_id = records[0]["id"]
+        assert len(records) == 2 and not any(r["active"] for r in records)
+        calibration_id = next(r["id"] for r in records if r["id"] != refused["id"])
         page = client.get("/supervisor/calibration").get_data(as_text=True)
-        assert calibration_id in page and "ECE before" in page
+        assert calibration_id in page and "ECE before" in page and "Expected specificity" in page
         diagram = client.get(f"/supervisor/calibration/{calibration_id}/diagram.svg")
         assert diagram.status_code == 200 and diagram.mimetype == "image/svg+xml"
-        assert diagram.get_data(as_text=True).lstrip().startswith(("<svg", "<?xml"))
+        written = data_dir / "calibrations" / f"{calibration_id}.svg"
+        assert diagram.get_data() == written.read_bytes()  # the CLI's diagram, same file
+        assert (data_dir / "calibrations" / f"{calibration_id}.json").is_file()
         assert "script-src" not in diagram.headers["Content-Security-Policy"]
+        stored = [a for a in store.audit_log() if a["action"] == "calibration.stored"]
+        assert json.loads(stored[0]["details"])["source"] == "confirmed cases"
         client.post(
             f"/supervisor/calibration/{calibration_id}/activate", data={"csrf_token": token}
         )
         assert appliance.pipeline.calibration is not None
         assert appliance.pipeline.calibration.id == calibration_id
         client.post("/supervisor/calibration/deactivate", data={"csrf_token": token})
-        assert appliance.pipeline.calibration is None
+        assert appliance.pipeline.site_calibration is None
+        assert appliance.pipeline.calibration is appliance.pipeline.factory_calibration
         assert store.active_calibration(manifest.sha256) is None
         # Roll back: the one active before "no calibration" comes back, then none again.
         client.post(
             f"/supervisor/calibration/{calibration_id}/activate", data={"csrf_token": token}
         )
         client.post("/supervisor/calibration/rollback", data={"csrf_token": token})
-        assert appliance.pipeline.calibration is None
+        assert appliance.pipeline.site_calibration is None
         assert client.post("/supervisor/calibration/rollback").status_code == 400  # no CSRF
     finally:
         appliance.close()

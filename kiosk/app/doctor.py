@@ -139,10 +139,18 @@ def check_calibration(config: KioskConfig) -> Check:
     finally:
         store.close()
     if record is None:
+        from kiosk.calibration.factory import load_factory
+
+        factory = load_factory(manifest)
+        uses = (
+            f"findings use the {factory.label} calibration shipped with the model"
+            if factory is not None
+            else "findings show the model's uncalibrated probabilities"
+        )
         return Check(
             "calibration",
             "warn",
-            "no calibration is active: findings show the model's uncalibrated probabilities",
+            f"no site calibration is active: {uses}",
             "label ~200 photographed films and run `kiosk calibrate LABELS.csv --activate`",
         )
     return Check("calibration", "ok", f"{record['id']} active ({record.get('created_at')})")

@@ -10,10 +10,14 @@ themselves live in :mod:`kiosk.stats`. One idea per module:
 * :mod:`~kiosk.calibration.calibrators`: temperature, Platt, isotonic and the refit head;
 * :mod:`~kiosk.calibration.records`: :class:`~kiosk.calibration.records.CalibrationRecord`,
   its JSON form and applying it to logits;
+* :mod:`~kiosk.calibration.selection`: minimum cases per method, the method choice, its
+  nested cross-validated estimate, and the rules for activating a record;
 * :mod:`~kiosk.calibration.fitting`: :func:`~kiosk.calibration.fitting.fit_calibration`;
+* :mod:`~kiosk.calibration.factory`: the factory calibration shipped with a model;
 * :mod:`~kiosk.calibration.drift`: drift checks and refit proposals for the site loop;
 * :mod:`~kiosk.calibration.reliability`: reliability diagrams as SVG;
-* :mod:`~kiosk.calibration.workflow`: labelled photos or confirmed cases -> a stored record.
+* :mod:`~kiosk.calibration.workflow`: labelled photos or confirmed cases -> a stored, checked
+  record (the one path for `kiosk calibrate` and the supervisor page).
 
 Import names from those modules; this package re-exports nothing.
 """

@@ -1,11 +1,16 @@
-"""Fitting a calibration record on a labelled site set: validation, choice, measurement.
+"""Fitting a calibration record on a labelled set: validation, choice, honest measurement.
 
-:func:`fit_calibration` validates the labelled set, deals stratified folds, predicts each
-candidate calibrator out of fold, picks a method per finding (``auto``: cross-validated NLL,
-the simplest within one standard error of the best, and says why), measures before/after
-metrics on the held-out predictions, chooses an operating threshold and returns a
-:class:`~kiosk.calibration.records.CalibrationRecord`. It does not store or activate the
-record (the workflow and the store do).
+:func:`fit_calibration` validates the labelled set and, per finding, chooses a method
+(``auto``: among the methods whose minimums the set meets, by cross-validated NLL, the
+simplest within one standard error of the best), fits it on all cases and chooses the
+operating threshold on its out-of-fold predictions. "After" metrics are NOT measured on the
+predictions that made the choice: the whole procedure (choice, fit, threshold) is repeated in
+nested cross-validation (:mod:`kiosk.calibration.selection`) and scored on outer folds it never
+saw; "before" is sigmoid(logit) of the same cases. It returns a
+:class:`~kiosk.calibration.records.CalibrationRecord`; :func:`fit_calibration_detailed` also
+returns the held-out predictions (for the reliability diagram). Neither stores nor activates
+anything (the workflow and the store do; :func:`~kiosk.calibration.selection.activation_refusals`
+says whether a record may be activated).
 
 Example::
 
@@ -21,21 +26,25 @@ import math
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from kiosk.calibration.calibrators import (
-    CALIBRATORS,
-    MIN_ISOTONIC_CASES,
-    IsotonicCalibrator,
-    RefitHead,
-    refit_cv,
+from kiosk.calibration.calibrators import CALIBRATORS
+from kiosk.calibration.records import SHA_RE, CalibrationRecord, Kind
+from kiosk.calibration.selection import (
+    INNER_FOLDS,
+    METHOD_MINIMUMS,
+    OUTER_FOLDS,
+    candidates_for,
+    choose,
+    fit_chosen,
+    method_problem,
+    nested_estimate,
 )
-from kiosk.calibration.folds import stratified_folds
-from kiosk.calibration.records import SHA_RE, CalibrationRecord
 from kiosk.stats import (
     FloatArray,
     ThresholdRule,
@@ -45,75 +54,93 @@ from kiosk.stats import (
     brier,
     choose_threshold,
     ece,
+    ece_ci,
     nll,
     nll_terms,
     refuse,
-    sensitivity_specificity,
     sigmoid,
 )
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "temperature", "platt", "isotonic", "refit"]
-MIN_LABELLED_CASES = 30
+MIN_LABELLED_CASES = METHOD_MINIMUMS["temperature"].cases
 """Fewest labelled cases per finding that :func:`fit_calibration` accepts."""
-MIN_MINORITY_CASES = 5
+MIN_MINORITY_CASES = METHOD_MINIMUMS["temperature"].per_class
 """Fewest cases of the rarer class (positives or negatives) per finding for k-fold evaluation."""
-AUTO_ORDER = ("temperature", "platt", "isotonic", "refit")
-"""Simplest first: ``auto`` keeps the simplest method within one standard error of the best."""
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+BOOTSTRAP_NOTE = (
+    "95% intervals: stratified bootstrap over the pooled outer-fold cases (thresholds fixed "
+    "per fold)"
+)
 
 
-def _oof_predict(
-    method: str,
-    z: FloatArray,
-    y: FloatArray,
-    f: FloatArray | None,
-    fold_ids: npt.NDArray[np.intp],
-    refit_cache: dict[str, tuple[float, FloatArray]],
-) -> FloatArray:
-    if method == "refit":
-        assert f is not None
-        if "cv" not in refit_cache:
-            refit_cache["cv"] = refit_cv(z, y, f, fold_ids)
-        return refit_cache["cv"][1]
-    out = np.empty(z.size)
-    for k in np.unique(fold_ids):
-        train, test = fold_ids != k, fold_ids == k
-        cal: Any
-        if method == "isotonic":
-            cal = IsotonicCalibrator().fit(z[train], y[train], min_cases=0)
-        else:
-            cal = CALIBRATORS[method]().fit(z[train], y[train])
-        out[test] = cal.predict_proba(z[test])
-    return out
+@dataclass(frozen=True)
+class HeldOut:
+    """One finding's labelled cases: raw and held-out calibrated probabilities, labels."""
+
+    raw: FloatArray
+    calibrated: FloatArray
+    labels: FloatArray
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted record and, per finding, the held-out predictions its "after" metrics used."""
+
+    record: CalibrationRecord
+    held_out: dict[str, HeldOut]
 
 
 def _json_float(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
+def _rate_ci(
+    called: npt.NDArray[np.bool_], y: FloatArray, positive: bool, n_boot: int, seed: int
+) -> tuple[float, float]:
+    """Sensitivity (``positive``) or specificity of fixed calls, stratified bootstrap CI."""
+
+    def rate(c: FloatArray, labels: FloatArray) -> float:
+        if positive:
+            return float(c[labels == 1.0].mean())
+        return float(1.0 - c[labels == 0.0].mean())
+
+    return bootstrap_ci(rate, called.astype(np.float64), y, n_boot=n_boot, seed=seed)
+
+
 def _metric_summary(
     probs: FloatArray,
     y: FloatArray,
-    rule: ThresholdRule,
-    target_sensitivity: float,
+    called: npt.NDArray[np.bool_],
+    threshold: float,
     n_boot: int,
     seed: int,
 ) -> dict[str, Any]:
-    thr = choose_threshold(probs, y, rule, target_sensitivity)
-    sens, spec = sensitivity_specificity(probs, y, thr)
-    lo, hi = bootstrap_ci(auroc_unchecked, probs, y, n_boot=n_boot, seed=seed)
+    """Metrics of held-out probabilities; sensitivity/specificity of the held-out calls."""
+    positive = y == 1.0
+    sens = float(called[positive].mean())
+    spec = float((~called[~positive]).mean())
+    auc_lo, auc_hi = bootstrap_ci(auroc_unchecked, probs, y, n_boot=n_boot, seed=seed)
+    ece_lo, ece_hi = ece_ci(probs, y, 15, n_boot=n_boot, seed=seed)
+    sens_lo, sens_hi = _rate_ci(called, y, True, n_boot, seed)
+    spec_lo, spec_hi = _rate_ci(called, y, False, n_boot, seed)
     return {
         "ece": _json_float(ece(probs, y, 15)),
+        "ece_ci_low": _json_float(ece_lo),
+        "ece_ci_high": _json_float(ece_hi),
         "brier": _json_float(brier(probs, y)),
         "nll": _json_float(nll(probs, y)),
         "auroc": _json_float(auroc(probs, y)),
-        "auroc_ci_low": _json_float(lo),
-        "auroc_ci_high": _json_float(hi),
-        "threshold": _json_float(thr),
+        "auroc_ci_low": _json_float(auc_lo),
+        "auroc_ci_high": _json_float(auc_hi),
+        "threshold": _json_float(threshold),
         "sensitivity": _json_float(sens),
+        "sensitivity_ci_low": _json_float(sens_lo),
+        "sensitivity_ci_high": _json_float(sens_hi),
         "specificity": _json_float(spec),
+        "specificity_ci_low": _json_float(spec_lo),
+        "specificity_ci_high": _json_float(spec_hi),
         "n": int(y.size),
         "positives": int(y.sum()),
     }
@@ -206,43 +233,91 @@ def _check_finding(code: str, y: FloatArray, folds: int) -> int:
     return used
 
 
-def _choose_auto(
-    code: str,
-    candidates: dict[str, FloatArray],
-    y: FloatArray,
-    raw_nll: float,
-    skipped: list[str],
-) -> tuple[str, str]:
-    """Simplest candidate within one standard error of the best CV NLL, and a sentence why."""
-    losses = {m: nll_terms(p, y) for m, p in candidates.items()}
-    means = {m: float(v.mean()) for m, v in losses.items()}
-    best = min(means, key=lambda m: means[m])
-    chosen = best
-    se_note = ""
-    for m in (m for m in AUTO_ORDER if m in losses):
-        if m == best:
-            break
-        diff = losses[m] - losses[best]
-        se = float(diff.std(ddof=1) / math.sqrt(diff.size))
-        if means[m] - means[best] <= se:
-            chosen = m
-            se_note = f" (within one standard error, {se:.4f}, of {best}; the simpler is kept)"
-            break
-    others = ", ".join(f"{m} {means[m]:.4f}" for m in AUTO_ORDER if m in means and m != chosen)
-    reason = (
-        f"{chosen}: CV NLL {means[chosen]:.4f} vs {others}{se_note}; uncalibrated {raw_nll:.4f}"
-    )
-    if skipped:
-        reason += "; " + "; ".join(skipped)
-    logger.info("finding %s: %s", code, reason)
-    return chosen, reason
-
-
 def _new_record_id(now: datetime) -> str:
     return f"cal-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def fit_calibration(
+def _new_factory_id(now: datetime, model_sha256: str) -> str:
+    return f"factory-{model_sha256[:8]}-{now:%Y%m%d}"
+
+
+def _fit_finding(
+    code: str,
+    z: FloatArray,
+    y: FloatArray,
+    f: FloatArray | None,
+    *,
+    method: Method,
+    folds: int,
+    seed: int,
+    rule: ThresholdRule,
+    target_sensitivity: float,
+    n_boot: int,
+) -> tuple[str, Any, float, dict[str, Any], str, FloatArray, int]:
+    """(method, calibrator, threshold, metrics, reason, held-out probabilities, folds)."""
+    k = _check_finding(code, y, folds)
+    n, pos = int(y.size), int(y.sum())
+    if method == "auto":
+        candidates, skipped = candidates_for(n, pos, n - pos, f is not None)
+    else:
+        problem = method_problem(method, n, pos, n - pos, f is not None)
+        if problem is not None:
+            raise refuse(
+                f"finding {code!r}: {problem}",
+                "use --method auto (it only considers methods this set is large enough for), "
+                "or label more cases",
+            )
+        candidates, skipped = [method], []
+    raw = sigmoid(z)
+    choice = choose(method, candidates, z, y, f, k, seed)
+    calibrator = fit_chosen(choice, z, y, f)
+    threshold = choose_threshold(choice.oof, y, rule, target_sensitivity)
+    nested = nested_estimate(
+        method,
+        candidates,
+        z,
+        y,
+        f,
+        raw,
+        rule=rule,
+        target_sensitivity=target_sensitivity,
+        outer=k,
+        inner=k,
+        seed=seed,
+    )
+    before = _metric_summary(
+        raw, y, nested.raw_called, choose_threshold(raw, y, rule, target_sensitivity), n_boot, seed
+    )
+    after = _metric_summary(nested.probs, y, nested.called, threshold, n_boot, seed)
+    after["target_sensitivity"] = target_sensitivity if rule == "sensitivity" else None
+    gain = nll_terms(raw, y) - nll_terms(nested.probs, y)
+    after["nll_gain"] = _json_float(float(gain.mean()))
+    after["nll_gain_se"] = _json_float(float(gain.std(ddof=1) / math.sqrt(gain.size)))
+    reason = f"{choice.reason}; uncalibrated NLL {nll(raw, y):.4f}"
+    if skipped:
+        reason += "; " + "; ".join(skipped)
+    if choice.method == "refit":
+        reason += f"; refit L2 {choice.refit_l2:g} chosen by CV"
+    reason += (
+        f"; nested CV ({nested.outer_folds} outer folds) chose {nested.chosen_summary()}: "
+        f"held-out NLL {after['nll']:.4f} vs {before['nll']:.4f} uncalibrated, "
+        f"ECE {after['ece']:.4f} vs {before['ece']:.4f}"
+    )
+    if k < folds:
+        reason += f" ({k} folds: only {min(pos, n - pos)} of the rarer class)"
+    logger.info("finding %s: %s", code, reason)
+    return (
+        choice.method,
+        calibrator,
+        threshold,
+        {"before": before, "after": after},
+        reason,
+        (nested.probs),
+        k,
+    )
+
+
+def fit_calibration_detailed(
     logits: npt.ArrayLike,
     labels: npt.ArrayLike,
     codes: Sequence[str],
@@ -251,7 +326,7 @@ def fit_calibration(
     method: Method = "auto",
     target_sensitivity: float = 0.90,
     threshold_rule: ThresholdRule = "sensitivity",
-    folds: int = 5,
+    folds: int = OUTER_FOLDS,
     seed: int = 0,
     model_id: str,
     model_sha256: str,
@@ -259,23 +334,10 @@ def fit_calibration(
     known_codes: Sequence[str] | None = None,
     n_boot: int = 2000,
     notes: str = "",
-) -> CalibrationRecord:
-    """Fit one calibrator per finding on a labelled site set and return a record.
-
-    ``logits`` and ``labels`` are (n, C); a label is 0, 1, or NaN/-1 for "not labelled for this
-    finding" (each finding uses only its labelled rows). ``method="auto"`` compares temperature,
-    Platt, isotonic (only with >= :data:`MIN_ISOTONIC_CASES` cases) and the refit head (only
-    when ``features`` (n, D) are given) by stratified k-fold cross-validated NLL and keeps the
-    simplest within one standard error of the best. Metrics "after" are computed on out-of-fold
-    predictions of the chosen method, "before" on sigmoid(logit) of the same cases; the operating
-    threshold is chosen on the out-of-fold predictions by ``threshold_rule``. ``known_codes``
-    (the model's finding codes), when given, rejects unknown codes.
-
-    Raises CalibrationError (saying what to do) on bad shapes, NaN/inf logits, unknown or
-    duplicate codes, fewer than :data:`MIN_LABELLED_CASES` labelled cases, no positives or no
-    negatives, fewer than :data:`MIN_MINORITY_CASES` of the rarer class, or an isotonic/refit
-    request without enough cases/features. Does not store or activate the record.
-    """
+    kind: Kind = "site",
+    data: dict[str, Any] | None = None,
+) -> FitResult:
+    """:func:`fit_calibration`, also returning each finding's held-out predictions."""
     if not SHA_RE.match(model_sha256.lower()):
         raise refuse(
             f"model_sha256 must be 64 hex digits, got {model_sha256!r}",
@@ -297,83 +359,124 @@ def fit_calibration(
     methods: dict[str, str] = {}
     params: dict[str, dict[str, Any]] = {}
     thresholds: dict[str, dict[str, Any]] = {}
-    n_by: dict[str, int] = {}
-    pos_by: dict[str, int] = {}
     metrics: dict[str, dict[str, dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
+    held_out: dict[str, HeldOut] = {}
+    used_folds: dict[str, int] = {}
     for j, code in enumerate(codes):
         rows = ~np.isnan(y_all[:, j])
         z, y = z_all[rows, j], y_all[rows, j]
         f = None if f_all is None else f_all[rows]
-        k = _check_finding(code, y, folds)
-        fold_ids = stratified_folds(y, k, seed)
-        fold_note = f" ({k} folds: only {int(min(y.sum(), y.size - y.sum()))} of the rarer class)"
-        if method == "isotonic" and z.size < MIN_ISOTONIC_CASES:
-            raise refuse(
-                f"isotonic calibration of {code!r} needs at least {MIN_ISOTONIC_CASES} labelled "
-                f"cases, got {z.size}",
-                "use --method platt, temperature or auto, or label more cases",
-            )
-        raw = sigmoid(z)
-        refit_cache: dict[str, tuple[float, FloatArray]] = {}
-        if method == "auto":
-            skipped: list[str] = []
-            cands = ["temperature", "platt"]
-            if z.size >= MIN_ISOTONIC_CASES:
-                cands.append("isotonic")
-            else:
-                skipped.append(f"isotonic skipped (n={z.size} < {MIN_ISOTONIC_CASES})")
-            if f is not None:
-                cands.append("refit")
-            else:
-                skipped.append("refit skipped (no features)")
-            oof_by = {m: _oof_predict(m, z, y, f, fold_ids, refit_cache) for m in cands}
-            chosen, reason = _choose_auto(code, oof_by, y, nll(raw, y), skipped)
-            oof = oof_by[chosen]
-        else:
-            chosen = method
-            oof = _oof_predict(chosen, z, y, f, fold_ids, refit_cache)
-            reason = (
-                f"{chosen}: requested; CV NLL {nll(oof, y):.4f} vs uncalibrated {nll(raw, y):.4f}"
-            )
-        if k < folds:
-            reason += fold_note
-        cal: Any
-        if chosen == "refit":
-            assert f is not None
-            best_l2 = refit_cache["cv"][0]
-            cal = RefitHead().fit(z, y, f, l2=best_l2)
-            reason += f"; refit L2 {best_l2:g} chosen by CV"
-        else:
-            cal = CALIBRATORS[chosen]().fit(z, y)
-        before = _metric_summary(raw, y, threshold_rule, target_sensitivity, n_boot, seed)
-        after = _metric_summary(oof, y, threshold_rule, target_sensitivity, n_boot, seed)
+        chosen, cal, thr, m, reason, probs, k = _fit_finding(
+            code,
+            z,
+            y,
+            f,
+            method=method,
+            folds=folds,
+            seed=seed,
+            rule=threshold_rule,
+            target_sensitivity=target_sensitivity,
+            n_boot=n_boot,
+        )
         methods[code] = chosen
         params[code] = cal.to_params()
         thresholds[code] = {
-            "value": after["threshold"],
+            "value": float(thr),
             "rule": threshold_rule,
             "target_sensitivity": target_sensitivity if threshold_rule == "sensitivity" else None,
         }
-        n_by[code] = int(y.size)
-        pos_by[code] = int(y.sum())
-        metrics[code] = {"before": before, "after": after}
+        metrics[code] = m
         reasons[code] = reason
+        held_out[code] = HeldOut(raw=sigmoid(z), calibrated=probs, labels=y)
+        used_folds[code] = k
     record = CalibrationRecord(
-        id=_new_record_id(now),
+        id=_new_factory_id(now, model_sha256) if kind == "factory" else _new_record_id(now),
         model_id=model_id,
         model_sha256=model_sha256.lower(),
         codes=codes,
         methods=methods,
         params=params,
         thresholds=thresholds,
-        n=n_by,
-        positives=pos_by,
+        n={c: held_out[c].labels.size for c in codes},
+        positives={c: int(held_out[c].labels.sum()) for c in codes},
         metrics=metrics,
         reasons=reasons,
         created_by=created_by,
         created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         notes=notes,
+        kind=kind,
+        data=dict(data or {}),
+        evaluation={
+            "scheme": "nested cross-validation",
+            "folds": used_folds,
+            "after": "outer-fold predictions of the whole procedure (method choice and fit on "
+            "the other folds)",
+            "threshold": "chosen on the inner out-of-fold predictions of each outer training "
+            "part, sensitivity and specificity scored on the outer fold",
+            "intervals": BOOTSTRAP_NOTE,
+            "inner_folds_default": INNER_FOLDS,
+        },
     )
     logger.info("fitted calibration %s for model %s: %s", record.id, model_id, methods)
-    return record
+    return FitResult(record=record, held_out=held_out)
+
+
+def fit_calibration(
+    logits: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    codes: Sequence[str],
+    *,
+    features: npt.ArrayLike | None = None,
+    method: Method = "auto",
+    target_sensitivity: float = 0.90,
+    threshold_rule: ThresholdRule = "sensitivity",
+    folds: int = OUTER_FOLDS,
+    seed: int = 0,
+    model_id: str,
+    model_sha256: str,
+    created_by: str,
+    known_codes: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    notes: str = "",
+    kind: Kind = "site",
+    data: dict[str, Any] | None = None,
+) -> CalibrationRecord:
+    """Fit one calibrator per finding on a labelled set and return a record.
+
+    ``logits`` and ``labels`` are (n, C); a label is 0, 1, or NaN/-1 for "not labelled for this
+    finding" (each finding uses only its labelled rows). ``method="auto"`` compares the methods
+    whose minimums (:data:`~kiosk.calibration.selection.METHOD_MINIMUMS`) the finding's set
+    meets, by stratified k-fold cross-validated NLL, and keeps the simplest within one standard
+    error of the best; the refit head also needs ``features`` (n, D). "After" metrics come from
+    nested cross-validation (the choice repeated inside each outer training part), "before" is
+    sigmoid(logit) of the same cases. The operating threshold is chosen by ``threshold_rule``
+    on the chosen method's out-of-fold predictions; its sensitivity and specificity in the
+    record were scored on outer folds with thresholds chosen without them, with bootstrap
+    intervals. ``kind`` is "site" or "factory"; ``data`` (cases used and skipped) is stored as
+    given.
+
+    Raises CalibrationError (saying what to do) on bad shapes, NaN/inf logits, unknown or
+    duplicate codes, fewer than :data:`MIN_LABELLED_CASES` labelled cases, no positives or no
+    negatives, fewer than :data:`MIN_MINORITY_CASES` of the rarer class, or a requested method
+    whose minimums the set does not meet. Does not store or activate the record.
+    """
+    return fit_calibration_detailed(
+        logits,
+        labels,
+        codes,
+        features=features,
+        method=method,
+        target_sensitivity=target_sensitivity,
+        threshold_rule=threshold_rule,
+        folds=folds,
+        seed=seed,
+        model_id=model_id,
+        model_sha256=model_sha256,
+        created_by=created_by,
+        known_codes=known_codes,
+        n_boot=n_boot,
+        notes=notes,
+        kind=kind,
+        data=data,
+    ).record

@@ -3,15 +3,21 @@
 A :class:`CalibrationRecord` (a pydantic model) holds per finding the method, its parameters,
 the operating threshold, the labelled counts, before/after metrics and why the method was
 chosen; :meth:`CalibrationRecord.to_dict` and :meth:`CalibrationRecord.from_dict` are its JSON
-form (the record files and the database store exactly that). Fitting a record is
-:mod:`kiosk.calibration.fitting`'s job; storing and activating one is the store's.
+form (the record files and the database store exactly that). A record is of ``kind`` "site"
+(fitted on a kiosk's own labelled photos) or "factory" (shipped with the model, fitted on
+rendered photos); :meth:`CalibrationRecord.ref` is what every result says about it. Fitting a
+record is :mod:`kiosk.calibration.fitting`'s job; storing and activating one is the store's.
+
+Schema versions: 2 adds ``kind``, ``data`` (labelled cases used and skipped) and
+``evaluation`` (how "after" was measured); version 1 records (site records fitted before the
+nested evaluation) still load, as kind "site".
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +26,13 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from kiosk.calibration.calibrators import Calibrator, calibrator_from_params
 from kiosk.stats import FloatArray, refuse
 
-RECORD_SCHEMA_VERSION = 1
+RECORD_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+FACTORY_LABEL = "factory (photographed films, rendered)"
+"""How a factory calibration is named everywhere it is shown."""
+
+Kind = Literal["site", "factory"]
 
 
 class CalibrationRecord(BaseModel):
@@ -36,8 +47,11 @@ class CalibrationRecord(BaseModel):
     sigmoid(logit) of the same cases, its threshold chosen by the same rule), ``reasons[code]``
     a sentence saying why the method was chosen. The stored threshold was chosen on out-of-fold
     predictions and is applied to the final calibrator (fitted on all cases), so its sensitivity
-    on new cases is close to, not guaranteed at, the target. Storing and activating records is
-    not done here. Fields are declared in the order of the JSON form.
+    on new cases is close to, not guaranteed at, the target. ``kind`` is "site" or "factory";
+    ``data`` says which labelled cases were used and why others were skipped (``source``,
+    ``labelled``, ``used``, ``skipped``: {reason: count}); ``evaluation`` how "after" was
+    measured. Storing and activating records is not done here. Fields are declared in the
+    order of the JSON form.
     """
 
     model_config = ConfigDict(protected_namespaces=())
@@ -57,6 +71,9 @@ class CalibrationRecord(BaseModel):
     created_by: str
     created_at: str
     notes: str = ""
+    kind: Kind = "site"
+    data: dict[str, Any] = {}
+    evaluation: dict[str, Any] = {}
     _cache: dict[str, Calibrator] = PrivateAttr(default_factory=dict)
 
     def __eq__(self, other: object) -> bool:
@@ -73,10 +90,10 @@ class CalibrationRecord(BaseModel):
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationRecord:
         """Rebuild and validate a record from :meth:`to_dict` output; raises CalibrationError."""
         version = data.get("schema_version")
-        if version != RECORD_SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise refuse(
                 f"calibration record schema_version {version!r} is not supported "
-                f"(expected {RECORD_SCHEMA_VERSION})",
+                f"(this kiosk reads {list(READABLE_SCHEMA_VERSIONS)})",
                 "refit the calibration with this version of the kiosk",
             )
         try:
@@ -98,6 +115,9 @@ class CalibrationRecord(BaseModel):
                 created_by=str(data["created_by"]),
                 created_at=str(data["created_at"]),
                 notes=str(data.get("notes", "")),
+                kind=str(data.get("kind", "site")),  # type: ignore[arg-type]
+                data=dict(data.get("data") or {}),
+                evaluation=dict(data.get("evaluation") or {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise refuse(
@@ -122,6 +142,17 @@ class CalibrationRecord(BaseModel):
                 )
             calibrator_from_params(record.methods[code], record.params[code])
         return record
+
+    @property
+    def label(self) -> str:
+        """How pages and exports name this calibration."""
+        if self.kind == "factory":
+            return FACTORY_LABEL
+        return f"site calibration {self.id} ({self.created_at[:10]})"
+
+    def ref(self) -> dict[str, Any]:
+        """What a result records about the calibration applied to it: id, kind, date, label."""
+        return {"id": self.id, "kind": self.kind, "date": self.created_at, "label": self.label}
 
     def calibrator(self, code: str) -> Calibrator:
         """The calibrator for one finding code, rebuilt from params once and cached; never refit."""

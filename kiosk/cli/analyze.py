@@ -23,7 +23,9 @@ def _human_line(data: dict[str, Any]) -> str:
     for f in data["findings"]:
         word = "POSITIVE" if f["positive"] else "negative"
         parts.append(f"{f['label']} {f['probability']:.2f} {word} (threshold {f['threshold']:.2f})")
-    return f"{'OK':8} {name}: " + "; ".join(parts)
+    calibration = data.get("calibration")
+    note = calibration["label"] if calibration else "not calibrated: raw model probabilities"
+    return f"{'OK':8} {name}: " + "; ".join(parts) + f" [{note}]"
 
 
 @click.command()
@@ -37,7 +39,11 @@ def _human_line(data: dict[str, Any]) -> str:
     help="photo: a camera photo of a film on a lightbox; digital: a digital X-ray image.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (JSON Lines).")
-@click.option("--no-store", is_flag=True, help="Do not write results to the database.")
+@click.option(
+    "--no-store",
+    is_flag=True,
+    help="Do not write results to the database (the active calibration is still applied).",
+)
 @click.pass_obj
 def analyze(
     obj: CliContext, paths: tuple[Path, ...], input_kind: str, as_json: bool, no_store: bool
@@ -77,8 +83,16 @@ def analyze(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the rectified film."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--debug",
+    "debug_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write DIR/<photo>-debug.png: masks, quad, each gate's value against its limit.",
+)
 @click.pass_obj
-def rectify(obj: CliContext, photo: Path, out: Path | None, as_json: bool) -> None:
+def rectify(
+    obj: CliContext, photo: Path, out: Path | None, as_json: bool, debug_dir: Path | None
+) -> None:
     """Find the film in one lightbox photo; report its corners and quality."""
     from kiosk.atomic import atomic_write_bytes
     from kiosk.capture.rig import RigReference
@@ -96,6 +110,12 @@ def rectify(obj: CliContext, photo: Path, out: Path | None, as_json: bool) -> No
     result = rectify_photo(image, rig, method=config.rectify.method, localiser=localiser)
     if out is not None and result.film is not None:
         atomic_write_bytes(out, encode_png(result.film))
+    debug_path = None
+    if debug_dir is not None:
+        from kiosk.rectify.overlay import draw_overlay
+
+        debug_path = debug_dir / f"{photo.stem}-debug.png"
+        atomic_write_bytes(debug_path, encode_png(draw_overlay(image, result, rig)))
     data: dict[str, Any] = {
         "source": str(photo),
         "status": result.status,
@@ -104,11 +124,8 @@ def rectify(obj: CliContext, photo: Path, out: Path | None, as_json: bool) -> No
         "corners": None
         if result.corners is None
         else [[round(float(x), 2), round(float(y), 2)] for x, y in result.corners],
-        "quality": {
-            "ok": result.quality.ok,
-            "flags": list(result.quality.flags),
-            "metrics": {k: round(float(v), 4) for k, v in result.quality.metrics.items()},
-        },
+        "quality": result.quality.to_dict(),
+        "debug": None if debug_path is None else str(debug_path),
         "rig_reference": rig is not None,
         "film_size": None if result.film is None else list(result.film.shape[:2]),
         "out": str(out) if out is not None and result.film is not None else None,

@@ -2,16 +2,17 @@
 
 An update is copied into ``<data_dir>/models/<id>-<version>-<sha8>/`` and must pass two checks
 before the kiosk switches to it: every file it brings matches the sha256 its manifest gives
-(the model ``sha256``, the OOD reference ``ood.sha256``, the card ``card_sha256``), checked
-before and after copying, and one inference on a synthetic image gives finite outputs of the
-right shape. Only then is ``active.json`` replaced (atomically). Previous models stay on disk,
-so a rollback is one pointer change.
+(the model ``sha256``, the OOD reference ``ood.sha256``, the card ``card_sha256``, the factory
+calibration ``calibration.sha256``), checked before and after copying, and one inference on a
+synthetic image gives finite outputs of the right shape. Only then is ``active.json`` replaced
+(atomically). Previous models stay on disk, so a rollback is one pointer change.
 
-Every name that becomes part of a path (``id``, ``version``, ``file``, ``card``, ``ood.file``)
-is a plain name (``Manifest.from_dict`` refuses anything else) and the target folder is checked
-to lie inside the models folder, so an update package cannot write anywhere else. A manifest
-without ``ood.sha256`` or ``card_sha256`` (older releases) is refused with the command that
-computes the missing value; models already installed keep loading.
+Every name that becomes part of a path (``id``, ``version``, ``file``, ``card``, ``ood.file``,
+``calibration.file``) is a plain name (``Manifest.from_dict`` refuses anything else) and the
+target folder is checked to lie inside the models folder, so an update package cannot write
+anywhere else. A manifest without ``ood.sha256`` or ``card_sha256`` (older releases) is
+refused with the command that computes the missing value; models already installed keep
+loading.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ def named_files(manifest: Manifest) -> dict[str, str]:
     for name, sha, field, where in (
         (manifest.ood.get("file"), manifest.ood.get("sha256"), "sha256", 'to its "ood" object'),
         (manifest.card, manifest.card_sha256, "card_sha256", "at its top level"),
+        (
+            manifest.calibration.get("file"),
+            manifest.calibration.get("sha256"),
+            "sha256",
+            'to its "calibration" object',
+        ),
     ):
         if not name:
             continue

@@ -23,17 +23,24 @@ Example (``models/cxr-pneumonia-effl0.json``)::
       "head": "sigmoid",
       "findings": [{"code": "pneumonia", "label": "Pneumonia", "threshold": 0.5}],
       "ood": {"file": "cxr-pneumonia-effl0.ood.npz", "sha256": "…64 hex…"},
+      "calibration": {"file": "cxr-pneumonia-effl0.factory-calibration.json",
+                      "sha256": "…64 hex…"},
       "provenance": {"data": "…", "training_run": "…"},
       "licence": "…",
       "card": "cxr-pneumonia-effl0.md",
       "card_sha256": "…64 hex…"
     }
 
-``id``, ``version``, ``file``, ``card`` and ``ood.file`` become parts of paths (an installed
-model lives in ``<id>-<version>-<sha8>/``), so each must be a plain name: letters, digits,
-``.``, ``_``, ``-``, ``+``, not starting with a dot. ``ood.sha256`` and ``card_sha256`` let
-``kiosk model install`` check every file it copies; manifests without them still load (they
-only cannot be installed as an update).
+``calibration`` (optional) names the factory calibration record shipped with the model: a
+calibration for photographed films fitted on rendered photos, used while a kiosk has no site
+calibration of its own (``kiosk.calibration.factory`` reads it; this module only checks the
+name). Manifests without it load as before.
+
+``id``, ``version``, ``file``, ``card``, ``ood.file`` and ``calibration.file`` become parts of
+paths (an installed model lives in ``<id>-<version>-<sha8>/``), so each must be a plain name:
+letters, digits, ``.``, ``_``, ``-``, ``+``, not starting with a dot. ``ood.sha256``,
+``card_sha256`` and ``calibration.sha256`` let ``kiosk model install`` check every file it
+copies; manifests without them still load (they only cannot be installed as an update).
 
 ``mean`` and ``std`` are in 0-255 pixel units: the float input is ``(pixel - mean) / std``.
 ``resize`` is ``stretch`` (ignore aspect ratio, as the Kermany images were made), ``letterbox``
@@ -110,6 +117,7 @@ class Manifest:
     head: Literal["sigmoid", "softmax", "none"] = "sigmoid"
     findings: tuple[FindingSpec, ...] = ()
     ood: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
     card: str | None = None
@@ -180,6 +188,17 @@ class Manifest:
         ood_sha = _optional_sha(ood.get("sha256"), "ood.sha256", bad)
         if ood_sha is not None:
             ood = {**ood, "sha256": ood_sha}
+        calibration = raw.get("calibration") or {}
+        if not isinstance(calibration, dict):
+            raise bad("calibration must be an object")
+        if calibration and not _is_plain_name(calibration.get("file")):
+            raise bad(
+                f"calibration.file {calibration.get('file')!r} must be a plain file name next to "
+                "the manifest"
+            )
+        calibration_sha = _optional_sha(calibration.get("sha256"), "calibration.sha256", bad)
+        if calibration_sha is not None:
+            calibration = {**calibration, "sha256": calibration_sha}
 
         inp = raw["input"]
         if not isinstance(inp, dict):
@@ -253,6 +272,7 @@ class Manifest:
             head=head,
             findings=tuple(findings),
             ood=dict(ood),
+            calibration=dict(calibration),
             provenance=dict(raw.get("provenance") or {}),
             licence=str(raw.get("licence", "")),
             card=card,
@@ -289,6 +309,8 @@ class Manifest:
         }
         if self.ood:
             out["ood"] = self.ood
+        if self.calibration:
+            out["calibration"] = self.calibration
         if self.card:
             out["card"] = self.card
         if self.card_sha256:

@@ -8,6 +8,8 @@ What this module does not do: fit or apply a calibration (``kiosk.calibration``)
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from kiosk.clock import utcnow
@@ -26,8 +28,14 @@ class CalibrationsMixin(StoreBase):
         diagram_path: str | None = None,
         activate: bool = False,
         actor: str = "cli",
+        details: dict[str, Any] | None = None,
     ) -> None:
-        """Store a calibration record (a dict with id, model_id, model_sha256, ...)."""
+        """Store a calibration record (a dict with id, model_id, model_sha256, ...).
+
+        One ``calibration.stored`` audit line, with ``details`` (e.g. where the labelled cases
+        came from). ``activate`` activates it unchecked: callers that must not activate a
+        worse-than-none calibration go through ``kiosk.calibration.workflow.activate``.
+        """
         with self.transaction() as db:
             db.table("calibrations").insert(
                 {
@@ -42,7 +50,7 @@ class CalibrationsMixin(StoreBase):
                     "diagram_path": diagram_path,
                 }
             )
-            write_audit(db, actor, "calibration.stored", record["id"], None)
+            write_audit(db, actor, "calibration.stored", record["id"], details)
         if activate:
             self.activate_calibration(record["id"], actor=actor)
 
@@ -138,3 +146,28 @@ class CalibrationsMixin(StoreBase):
         record["active"] = bool(rows[0]["active"])
         record["diagram_path"] = rows[0]["diagram_path"]
         return record
+
+
+def read_active_calibration(db_path: Path, model_sha256: str) -> dict[str, Any] | None:
+    """The active calibration record of this model, read from the database file read-only.
+
+    For `kiosk analyze --no-store`: it neither creates nor migrates the database (None when the
+    file does not exist yet). Raises StoreError when the file exists but cannot be read.
+    """
+    if not Path(db_path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "select record from calibrations where model_sha256 = ? and active = 1",
+                [model_sha256],
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot read the active calibration from {db_path}: {exc}",
+            "check the file's permissions, or run without --no-store",
+        ) from exc
+    return json.loads(rows[0][0]) if rows else None

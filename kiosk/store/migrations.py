@@ -182,6 +182,20 @@ def _m0005(db: sqlite_utils.Database) -> None:
     db.table("api_tokens").add_column("last_used_at", str)
 
 
+@migration("0006_result_calibration_kind")
+def _m0006(db: sqlite_utils.Database) -> None:
+    # Which kind of calibration made a result's probabilities ("site" | "factory") and when it
+    # was made; results stored before factory calibrations existed were calibrated by a site
+    # record (or not at all).
+    db.table("results").add_column("calibration_kind", str)
+    db.table("results").add_column("calibration_date", str)
+    db.execute(
+        "update results set calibration_kind = 'site', calibration_date = "
+        "(select c.created_at from calibrations c where c.id = results.calibration_id) "
+        "where calibration_id is not null"
+    )
+
+
 class MigrationsMixin(StoreBase):
     """Which migrations a database has, and applying the rest."""
 

@@ -42,6 +42,8 @@ class ResultRecord:
     model_version: str | None = None
     model_sha256: str | None = None
     calibration_id: str | None = None
+    calibration_kind: str | None = None  # "site" | "factory" (None: not calibrated)
+    calibration_date: str | None = None  # when the applied calibration was made
     timings_ms: dict[str, float] = field(default_factory=dict)
     logits: list[float] | None = None
     features: np.ndarray | None = None

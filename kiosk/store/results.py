@@ -26,6 +26,7 @@ def decode_result(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, A
             row[key] = json.loads(row[key])
     features = row.pop("features", None)
     row["has_features"] = features is not None
+    row["calibrated"] = bool(row.get("calibration_id"))
     row["findings"] = [
         dict(f)
         for f in db.table("findings").rows_where("result_id = ?", [row["id"]], order_by="rowid")
@@ -60,6 +61,8 @@ class ResultsMixin(StoreBase):
             "model_version": record.model_version,
             "model_sha256": record.model_sha256,
             "calibration_id": record.calibration_id,
+            "calibration_kind": record.calibration_kind,
+            "calibration_date": record.calibration_date,
             "timings_ms": json.dumps(record.timings_ms),
             "logits": json.dumps(record.logits) if record.logits is not None else None,
             "features": features,

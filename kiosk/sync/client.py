@@ -36,6 +36,7 @@ from kiosk.config import KioskConfig
 from kiosk.errors import SyncError
 from kiosk.store import Store
 from kiosk.sync.payload import (
+    LATER_FIELDS,
     SCHEMA_VERSION,
     PayloadError,
     ResultPayload,
@@ -211,17 +212,33 @@ def _with_thumbnails(
     return out
 
 
-def build_body(config: KioskConfig, store: Store, results: list[ResultPayload]) -> bytes:
-    """The JSON body of one push (schema version, device, the kiosk's outbox counts, results)."""
+def build_body(
+    config: KioskConfig, store: Store, results: list[ResultPayload], *, older_hub: bool = False
+) -> bytes:
+    """The JSON body of one push (schema version, device, the kiosk's outbox counts, results).
+
+    ``older_hub``: leave out the fields a hub older than them refuses (``LATER_FIELDS``).
+    """
     counts = store.outbox_counts()
+    exclude = set(LATER_FIELDS) if older_hub else None
     body = {
         "schema_version": SCHEMA_VERSION,
         "device_id": config.device_id,
         "sent_at": utcnow(),
         "outbox": {k: counts[k] for k in ("pending", "failed", "sent")},
-        "results": [r.model_dump(mode="json", exclude_none=True) for r in results],
+        "results": [r.model_dump(mode="json", exclude_none=True, exclude=exclude) for r in results],
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _refuses_later_fields(exc: _HubReplyError) -> bool:
+    """A 400 from a hub that does not know one of the fields added after schema version 1."""
+    text = str(exc)
+    return (
+        exc.status == 400
+        and "is not a known field" in text
+        and any(f".{name}:" in text or f".{name}." in text for name in LATER_FIELDS)
+    )
 
 
 def _mark_acknowledged(store: Store, ids: list[str], enqueued: dict[str, str]) -> None:
@@ -260,6 +277,7 @@ def push(
     report = PushReport()
     started = time.monotonic()
     skip: set[str] = set()
+    older_hub = False
     batch_size = config.sync.batch_size
     while max_batches is None or report.batches < max_batches:
         results, enqueued, broken = _read_batch(store, batch_size, skip)
@@ -274,7 +292,7 @@ def push(
         if config.sync.include_thumbnail:
             results = _with_thumbnails(store, config, results)
         ids = [r.id for r in results]
-        body = build_body(config, store, results)
+        body = build_body(config, store, results, older_hub=older_hub)
         reply: dict[str, Any] | None = None
         for attempt in range(max_attempts):
             try:
@@ -292,6 +310,13 @@ def push(
                     report.rejected_ids.extend(ids)
                     logger.warning("result %s alone is larger than the hub accepts", ids[0])
                     break
+                if not older_hub and _refuses_later_fields(exc):
+                    older_hub = True
+                    logger.warning(
+                        "the hub is older than this kiosk: results go without %s",
+                        ", ".join(sorted(LATER_FIELDS)),
+                    )
+                    break
                 if not exc.retry or attempt == max_attempts - 1:
                     store.mark_failed(ids, str(exc))
                     report.error = str(exc)
@@ -302,7 +327,7 @@ def push(
                 logger.info("push: %s; retry %d in %.1f s", exc, attempt + 1, delay)
                 sleep(delay)
         if reply is None:
-            continue  # batch shrunk after a 413: read again
+            continue  # batch shrunk after a 413, or the hub is older: read again
         accepted = [i for i in reply["accepted"] if i in enqueued]
         _mark_acknowledged(store, accepted, enqueued)
         missing = [i for i in ids if i not in set(accepted)]

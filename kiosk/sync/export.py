@@ -11,6 +11,12 @@ Reading them back is the hub's job: ``kiosk.hub.importer`` (``kiosk hub import``
 sha256 against the manifest and upserts the results like a push does. This module imports
 nothing of the hub.
 
+Every result says whether its probabilities were calibrated: ``calibrated`` and
+``calibration`` (``id``, ``kind`` "site" or "factory", ``date``) in the JSON forms, and the
+columns ``calibrated``, ``calibration_kind``, ``calibration_date`` at the end of the CSV (hubs
+read CSV columns by name, so older hubs still import it; an older hub refuses the new fields
+of a JSON Lines or SQLite export, upgrade it or export CSV).
+
 Time range: ``since`` is inclusive, ``until`` exclusive, both on the kiosk's ``created_at``
 (UTC). A bare date for ``until`` means the end of that day.
 """
@@ -65,6 +71,9 @@ CSV_COLUMNS = [
     "timings_ms_json",
     "corners_json",
     "diagnoses_json",
+    "calibrated",
+    "calibration_kind",
+    "calibration_date",
 ]
 
 
@@ -143,6 +152,9 @@ def _csv(results: list[ResultPayload]) -> bytes:
             "timings_ms_json": json.dumps(r.timings_ms),
             "corners_json": json.dumps(r.corners) if r.corners is not None else "",
             "diagnoses_json": json.dumps([d.model_dump() for d in r.diagnoses]),
+            "calibrated": "" if r.calibrated is None else int(r.calibrated),
+            "calibration_kind": (r.calibration.kind or "") if r.calibration else "",
+            "calibration_date": (r.calibration.date or "") if r.calibration else "",
         }
         if not r.findings:
             writer.writerow(base)

@@ -97,11 +97,14 @@ def observation_resource(
     result: ResultPayload, finding: FindingPayload, device_ref: str
 ) -> dict[str, Any]:
     interp = "POS" if finding.positive else "NEG"
-    method = "int8 classifier on a photographed film, calibrated"
+    method = "int8 classifier on a photographed film"
     if result.calibration_id:
-        method += f" (calibration {result.calibration_id})"
+        cal = result.calibration
+        kind = f"{cal.kind} " if cal is not None and cal.kind else ""
+        date = f", {cal.date[:10]}" if cal is not None and cal.date else ""
+        method += f", calibrated ({kind}calibration {result.calibration_id}{date})"
     else:
-        method += " (no calibration: raw model probability)"
+        method += ", not calibrated (raw model probability)"
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "id": str(observation_uuid(result.id, finding.code)),

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+LATER_FIELDS = frozenset({"calibrated", "calibration"})
+"""Optional result fields added after schema version 1 shipped. A hub older than them refuses
+them by name ("is not a known field"); the push client then sends the batch without them."""
 THUMBNAIL_PX = 256
 THUMBNAIL_JPEG_QUALITY = 80
 # Audit actions that change what the hub should hold for a result.
@@ -72,6 +75,14 @@ class ModelPayload(_Wire):
     sha256: str | None = Field(default=None, max_length=64)
 
 
+class CalibrationPayload(_Wire):
+    """The calibration behind a result's probabilities (absent: not calibrated)."""
+
+    id: str = Field(min_length=1, max_length=200)
+    kind: str | None = Field(default=None, pattern=r"^(site|factory)$")
+    date: str | None = Field(default=None, max_length=40)
+
+
 class ThumbnailPayload(_Wire):
     mime: str = Field(pattern=r"^image/jpeg$")
     width: int = Field(ge=1, le=4096)
@@ -93,6 +104,8 @@ class ResultPayload(_Wire):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     model: ModelPayload = Field(default_factory=ModelPayload)
     calibration_id: str | None = Field(default=None, max_length=200)
+    calibrated: bool | None = None  # None: sent by a kiosk older than this field
+    calibration: CalibrationPayload | None = None
     findings: list[FindingPayload] = Field(default_factory=list, max_length=64)
     diagnoses: list[DiagnosisPayload] = Field(default_factory=list, max_length=64)
     thumbnail: ThumbnailPayload | None = None
@@ -207,6 +220,14 @@ def result_payload(row: dict[str, Any], revision: int) -> ResultPayload:
             id=row.get("model_id"), version=row.get("model_version"), sha256=row.get("model_sha256")
         ),
         calibration_id=row.get("calibration_id"),
+        calibrated=bool(row.get("calibration_id")),
+        calibration=CalibrationPayload(
+            id=row["calibration_id"],
+            kind=row.get("calibration_kind") or "site",
+            date=row.get("calibration_date"),
+        )
+        if row.get("calibration_id")
+        else None,
         findings=[
             FindingPayload(
                 code=f["code"],

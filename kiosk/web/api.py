@@ -4,6 +4,10 @@ Neither a session cookie nor the loopback autologin opens the API: any process o
 behind a local reverse proxy, any client) would otherwise read results without a token, and a
 cookie-authenticated API would need CSRF checks too. Tokens: ``kiosk token add|list|revoke``.
 
+Every result says whether its probabilities are calibrated: ``calibrated`` (true only when a
+calibration for its model was applied) and ``calibration`` (``id``, ``kind`` "site" or
+"factory", ``date``; null when not calibrated).
+
 Results are returned without the ``source`` path, the patient reference, the raw features and
 the activation map (``/results/<id>/cam.png`` draws that).
 """
@@ -53,6 +57,16 @@ def public_result(row: dict[str, Any]) -> dict[str, Any]:
         for code, d in (row.get("diagnoses") or {}).items()
     }
     out["has_image"] = bool(row.get("image_path"))
+    out["calibrated"] = bool(row.get("calibration_id"))
+    out["calibration"] = (
+        {
+            "id": row["calibration_id"],
+            "kind": row.get("calibration_kind") or "site",
+            "date": row.get("calibration_date"),
+        }
+        if row.get("calibration_id")
+        else None
+    )
     return out
 
 

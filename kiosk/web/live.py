@@ -65,6 +65,7 @@ def _latest_fragment() -> str:
         "_latest.html",
         result=result,
         findings=render.findings_view(result) if result else [],
+        calibration=render.calibration_view(result) if result else None,
     )
 
 

@@ -25,7 +25,8 @@ OVERLAY_FLOOR = 0.35  # CAM values below this fraction of the maximum are not dr
 
 # Quality flags in words a nurse understands; unknown flags fall back to their name.
 FLAG_TEXT = {
-    "uncalibrated": "No calibration is active: probabilities are the model's raw scores.",
+    "uncalibrated": "The calibration could not be applied: probabilities are the model's raw "
+    "scores.",
     "image_not_stored_by_config": "The film image was not kept (storage is switched off).",
     "image_not_stored_low_disk": "The film image was not kept: the disk is nearly full.",
     "not_xray": "This does not look like a chest X-ray the model knows.",
@@ -39,6 +40,44 @@ FLAG_TEXT = {
 }
 
 STATUS_TEXT = {"ok": "Analysed", "rejected": "Photo not usable", "error": "Could not analyse"}
+FACTORY_LABEL = "factory (photographed films, rendered)"
+
+
+@dataclass(frozen=True)
+class CalibrationView:
+    """What a page says about the calibration behind a result's probabilities."""
+
+    site: bool  # calibrated on this kiosk's own labelled films
+    headline: str  # short, for the live card
+    text: str  # one sentence, for the result page
+
+
+def calibration_view(result: dict[str, Any]) -> CalibrationView:
+    """Plain words for a stored result: site calibration, factory calibration, or none."""
+    cal_id = result.get("calibration_id")
+    kind = result.get("calibration_kind") or ("site" if cal_id else None)
+    if kind == "site":
+        date = str(result.get("calibration_date") or "")[:10]
+        when = f", {date}" if date else ""
+        return CalibrationView(
+            True,
+            "Calibrated for this kiosk",
+            f"Probabilities are calibrated for films photographed on this kiosk (site "
+            f"calibration {cal_id}{when}).",
+        )
+    if kind == "factory":
+        return CalibrationView(
+            False,
+            f"Not calibrated for this kiosk: {FACTORY_LABEL} calibration",
+            f"Not calibrated for this kiosk. Probabilities use the {FACTORY_LABEL} calibration "
+            "shipped with the model, not one fitted on this kiosk's films.",
+        )
+    return CalibrationView(
+        False,
+        "Not calibrated for this kiosk: raw model scores",
+        "Not calibrated for this kiosk. Probabilities are raw scores of a model trained on "
+        "digital X-rays; on photographed films they can be far off.",
+    )
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,7 @@ bp = Blueprint("results", __name__)
 
 HISTORY_PAGE_SIZE = 20
 MAX_PAGE = 1_000_000
-DISCLAIMER = (
-    "A clinician must read the film and decide. The probabilities are estimates for films "
-    "photographed on this kiosk."
-)
+DISCLAIMER = "A clinician must read the film and decide."
 
 
 def get_result_or_404(result_id: str) -> dict[str, Any]:
@@ -50,17 +47,12 @@ def film_path(result: dict[str, Any]) -> Path | None:
     return path
 
 
-def _calibration_text(result: dict[str, Any]) -> str:
-    if result.get("calibration_id"):
-        return f"calibration {result['calibration_id']}"
-    return "no calibration (raw model probabilities)"
-
-
 @bp.get("/results/<result_id>")
 @require("staff")
 def result_page(result_id: str) -> str:
     result = get_result_or_404(result_id)
     findings = render.findings_view(result)
+    calibration = render.calibration_view(result)
     return render_template(
         "result.html",
         result=result,
@@ -69,7 +61,7 @@ def result_page(result_id: str) -> str:
         has_film=film_path(result) is not None,
         has_cam=bool(result.get("cam")) and film_path(result) is not None,
         status_text=render.STATUS_TEXT.get(result["status"], result["status"]),
-        calibration_text=_calibration_text(result),
+        calibration=calibration,
         disclaimer=DISCLAIMER,
         model_sha=(result.get("model_sha256") or "")[:12],
     )

@@ -1,10 +1,13 @@
 """Supervisor pages: confirmed diagnoses (form and CSV import), calibration, sync and exports.
 
 Confirmed diagnoses feed the site calibration loop: when enough arrived since the active
-calibration (``should_propose_refit``) the calibration page offers to fit a new one on
-``store.labelled_cases``; the new record is stored inactive and shown with its before/after
-metrics, and only an explicit "Activate" makes the pipeline use it. "Use no calibration" and
-activating an older record are the roll-backs.
+calibration (``should_propose_refit``) the calibration page offers to fit a new one. Fitting
+and activating go through :mod:`kiosk.calibration.workflow`, exactly as `kiosk calibrate`
+does (same record file, reliability diagram, checks and audit line): the new record is stored
+inactive and shown with its held-out before/after metrics, and only an explicit "Activate"
+makes the pipeline use it, which is refused, with the reasons shown, when the calibration is
+worse than none on held-out cases or has too few cases of a class. "Use no site calibration"
+and activating an older record are the roll-backs.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import numpy as np
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
+from kiosk.calibration import workflow
 from kiosk.calibration.drift import calibration_drift, should_propose_refit
-from kiosk.calibration.fitting import fit_calibration
 from kiosk.calibration.records import CalibrationRecord
+from kiosk.calibration.selection import activation_refusals
 from kiosk.errors import KioskError
-from kiosk.stats import sigmoid
 from kiosk.web import context, render
 from kiosk.web.params import FIRST_DAY, day_arg, int_arg
 from kiosk.web.security import SVG_IMAGE_POLICY, principal, require
@@ -37,7 +40,6 @@ bp = Blueprint("supervisor", __name__, url_prefix="/supervisor")
 DIAGNOSES_PAGE_SIZE = 20
 MAX_PAGE = 1_000_000
 DRIFT_MIN_CASES = 30
-DIAGRAM_MIN_CASES = 10
 MAX_CSV_ERRORS_SHOWN = 10
 QUARANTINE_SHOWN = 20
 
@@ -233,8 +235,10 @@ def calibration() -> str:
     sha = appliance.pipeline.manifest.sha256
     records = []
     for row in appliance.store.list_calibrations(sha):
-        record = appliance.store.get_calibration(row["id"])
-        records.append((row, record))
+        data = appliance.store.get_calibration(row["id"])
+        record = CalibrationRecord.from_dict(data) if data else None
+        refusals = activation_refusals(record) if record else ["the record cannot be read"]
+        records.append((row, record, refusals))
     cases = appliance.store.labelled_cases(sha)
     active = appliance.store.active_calibration(sha)
     propose, why = refit_proposal(cases, active)
@@ -243,47 +247,27 @@ def calibration() -> str:
         page="supervisor",
         records=records,
         active=active,
+        factory=appliance.pipeline.factory_calibration,
         n_cases=len(cases),
         propose=propose,
         why=why,
         drift=drift_reports(cases, active),
-        diagram_min=DIAGRAM_MIN_CASES,
     )
 
 
 @bp.get("/calibration/<calibration_id>/diagram.svg")
 @require("supervisor")
 def diagram(calibration_id: str) -> Response:
-    from kiosk.calibration.reliability import reliability_svg
-
+    """The reliability diagram written when the record was fitted (held-out predictions)."""
     appliance = context().appliance
     data = appliance.store.get_calibration(calibration_id)
-    if data is None:
+    if data is None or not data.get("diagram_path"):
         abort(404)
-    record = CalibrationRecord.from_dict(data)
-    cases = appliance.store.labelled_cases(record.model_sha256)
-    logits, labels, used = _labelled_matrix(cases, record.codes)
-    if len(used) < DIAGRAM_MIN_CASES:
+    data_dir = appliance.config.data_dir.resolve()
+    path = (data_dir / str(data["diagram_path"])).resolve()
+    if not path.is_relative_to(data_dir) or not path.is_file():
         abort(404)
-    features = None
-    if record.needs_features:
-        rows = [appliance.store.result_features(c["id"]) for c in used]
-        if any(r is None for r in rows):
-            abort(404)
-        features = np.stack([r for r in rows if r is not None])
-    calibrated = record.apply(logits, features, model_sha256=record.model_sha256)
-    raw = sigmoid(logits)
-    curves = []
-    for j, code in enumerate(record.codes):
-        mask = ~np.isnan(labels[:, j])
-        if mask.sum() >= DIAGRAM_MIN_CASES:
-            y = labels[mask, j].astype(int)
-            curves.append((f"{code} raw", raw[mask, j], y))
-            curves.append((f"{code} calibrated", calibrated[mask, j], y))
-    if not curves:
-        abort(404)
-    svg = reliability_svg(curves, title=f"Calibration {record.id} on {len(used)} confirmed cases")
-    response = Response(svg, mimetype="image/svg+xml")
+    response = Response(path.read_bytes(), mimetype="image/svg+xml")
     response.headers["Content-Security-Policy"] = SVG_IMAGE_POLICY
     return response
 
@@ -296,14 +280,23 @@ def _reload_pipeline() -> None:
 @require("supervisor")
 def activate(calibration_id: str) -> ResponseReturnValue:
     appliance = context().appliance
-    record = appliance.store.get_calibration(calibration_id)
-    if record is None or record.get("model_sha256") != appliance.pipeline.manifest.sha256:
-        flash("That calibration does not belong to the model in use.", "error")
+    try:
+        workflow.activate(
+            appliance.store, calibration_id, appliance.pipeline.manifest, actor=_actor()
+        )
+    except KioskError as exc:
+        flash(f"Not activated: {exc.message}", "error")
         return redirect("/supervisor/calibration")
-    appliance.store.activate_calibration(calibration_id, actor=_actor())
     _reload_pipeline()
     flash(f"Calibration {calibration_id} is now active for new results.", "ok")
     return redirect("/supervisor/calibration")
+
+
+def _without_site() -> str:
+    factory = context().appliance.pipeline.factory_calibration
+    if factory is None:
+        return "new results show raw model probabilities"
+    return f"new results use the {factory.label} calibration shipped with the model"
 
 
 @bp.post("/calibration/rollback")
@@ -313,7 +306,7 @@ def rollback() -> ResponseReturnValue:
     now = appliance.store.rollback_calibration(appliance.pipeline.manifest.sha256, actor=_actor())
     _reload_pipeline()
     if now is None:
-        flash("Rolled back: no calibration is active, new results show raw probabilities.", "ok")
+        flash(f"Rolled back: no site calibration is active, {_without_site()}.", "ok")
     else:
         flash(f"Rolled back: calibration {now} is active again for new results.", "ok")
     return redirect("/supervisor/calibration")
@@ -325,7 +318,7 @@ def deactivate() -> ResponseReturnValue:
     appliance = context().appliance
     appliance.store.deactivate_calibrations(appliance.pipeline.manifest.sha256, actor=_actor())
     _reload_pipeline()
-    flash("No calibration is active: new results show raw model probabilities.", "ok")
+    flash(f"No site calibration is active: {_without_site()}.", "ok")
     return redirect("/supervisor/calibration")
 
 
@@ -334,34 +327,32 @@ def deactivate() -> ResponseReturnValue:
 def fit() -> ResponseReturnValue:
     appliance = context().appliance
     manifest = appliance.pipeline.manifest
-    codes = _codes()
-    cases = appliance.store.labelled_cases(manifest.sha256)
-    logits, labels, used = _labelled_matrix(cases, codes)
-    features = None
-    rows = [appliance.store.result_features(c["id"]) for c in used]
-    if rows and all(r is not None for r in rows):
-        features = np.stack([r for r in rows if r is not None])
+    cases = workflow.collect_from_store(appliance.store, manifest)
     try:
-        record = fit_calibration(
-            logits,
-            labels,
-            codes,
-            features=features,
-            model_id=manifest.id,
-            model_sha256=manifest.sha256,
+        outcome = workflow.fit_and_save(
+            appliance.store,
+            appliance.config.data_dir,
+            manifest,
+            cases,
             created_by=_actor(),
-            known_codes=codes,
-            notes=f"fitted on the supervisor page from {len(used)} confirmed cases",
+            notes="fitted on the supervisor page from confirmed cases",
         )
     except KioskError as exc:
-        flash(f"No new calibration: {exc}", "error")
+        flash(f"No new calibration: {exc} ({cases.summary}).", "error")
         return redirect("/supervisor/calibration")
-    appliance.store.save_calibration(record.to_dict(), activate=False, actor=_actor())
-    flash(
-        f"New calibration {record.id} fitted on {len(used)} cases. Compare before/after below "
-        "and activate it if it is better.",
-        "ok",
-    )
+    problems = activation_refusals(outcome.record)
+    if problems:
+        flash(
+            f"New calibration {outcome.record.id} ({cases.summary}) cannot be activated: "
+            + "; ".join(problems),
+            "error",
+        )
+    else:
+        flash(
+            f"New calibration {outcome.record.id} ({cases.summary}). Compare before/after "
+            "below and activate it if it is better.",
+            "ok",
+        )
     return redirect("/supervisor/calibration")
 
 
