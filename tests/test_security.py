@@ -41,7 +41,7 @@ from kiosk.app.server import MAX_REQUEST_BODY_BYTES, SERVER_THREADS, create_web_
 from kiosk.config import KioskConfig, WebConfig, load_config
 from kiosk.errors import ConfigError, ImageError, ModelError, SyncError
 from kiosk.imaging.decode import decode_image
-from kiosk.model.install import install, verify_files
+from kiosk.model.install import install, named_files, verify_files
 from kiosk.model.manifest import Manifest
 from kiosk.store import ResultRecord, Store
 from kiosk.sync.client import push
@@ -662,7 +662,7 @@ def _package(dest: Path, **changes: Any) -> Path:
     """The bundled classifier with its OOD reference and card, as an update package."""
     source = Manifest.load(REPO / "models" / "cxr-pneumonia-effl0.json")
     dest.mkdir(parents=True)
-    for name in (source.file, source.ood["file"], source.card):
+    for name in named_files(source):  # model, OOD reference, card, factory calibration
         shutil.copy(source.path.parent / str(name), dest / str(name))
     raw = json.loads(source.path.read_text())
     raw["version"] = "2.0.0"
@@ -709,13 +709,14 @@ def test_model_install_keeps_to_the_models_folder_and_checks_every_file(tmp_path
         "cxr-pneumonia-effl0-int8.tflite",
         "cxr-pneumonia-effl0.ood.npz",
         "cxr-pneumonia-effl0.md",
+        "cxr-pneumonia-effl0.factory-calibration.json",
     }
 
 
 def test_shipped_manifests_name_files_with_matching_sha256() -> None:
     for path in sorted((REPO / "models").glob("*.json")):
-        if path.name.endswith(".run.json"):
-            continue
+        if path.name.endswith((".run.json", ".factory-calibration.json", ".recipe.json")):
+            continue  # run records and calibration records, not manifests
         manifest = Manifest.load(path)
         # A card edited without updating card_sha256 fails here: sha256sum models/<card>.
         verify_files(manifest, path.parent)
