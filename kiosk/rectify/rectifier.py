@@ -173,8 +173,21 @@ def rectify_capture(
                 # the edges cannot be measured (a clipped lightbox and a clipped clear margin
                 # look alike): keep the coarse quad, which lies inside the frame
                 corners, sigma = coarse, float("nan")
-            else:  # a side shows no lightbox-to-film edge: the frame's edge cuts the film
-                cut_off = True
+            else:
+                # a side shows no lightbox-to-film edge: the frame's edge cuts the film, or
+                # the film hangs over the dark housing (it covers its bay); the texture tells
+                textured = detect_by_texture(light.small)
+                if (
+                    textured is not None
+                    and textured.fill >= MIN_FILL
+                    and not quad_cut_off(textured.quad_work, (wh, ww))
+                ):
+                    det, by_texture = textured, True
+                    metrics["located_by_texture"] = 1.0
+                    corners, sigma, clear_t = light.to_frame(textured.quad_work), math.nan, 1.0
+                    metrics["clear_film_transmittance"] = clear_t
+                else:
+                    cut_off = True
         cut_off = cut_off or bool(
             (corners[:, 0] < 0).any()
             or (corners[:, 1] < 0).any()
