@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -475,3 +476,35 @@ def binary_report(
         ece=ece_equal_mass(labels, p),
         brier=brier(p, labels),
     )
+
+
+def _patient_groups(patients: Sequence[str]) -> list[np.ndarray]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(patients):
+        groups[p].append(i)
+    return [np.asarray(v) for _, v in sorted(groups.items())]
+
+
+def patient_bootstrap_auroc(
+    y: np.ndarray,
+    scores: Sequence[np.ndarray],
+    patients: Sequence[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> np.ndarray:
+    """AUROC of each score vector on ``n_boot`` resamples of patients (with replacement).
+
+    Returns (n_boot_kept, len(scores)); the same resamples for every score vector, so
+    differences between columns are paired. Resamples with one class are skipped.
+    """
+    groups = _patient_groups(patients)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(groups), len(groups))
+        idx = np.concatenate([groups[g] for g in pick])
+        yy = y[idx]
+        if yy.min() == yy.max():
+            continue
+        out.append([auroc_or_nan(yy, s[idx]) for s in scores])
+    return np.asarray(out)

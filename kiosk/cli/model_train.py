@@ -223,7 +223,14 @@ def export_command(models_dir: Path, model_id: str, data: Path) -> None:
     default=DEFAULT_MODELS,
     show_default=True,
 )
-@click.option("--model-id", default=DEFAULT_ID, show_default=True)
+@click.option(
+    "--model-id",
+    "model_ids",
+    multiple=True,
+    default=[DEFAULT_ID],
+    show_default=True,
+    help="Repeat to evaluate several models side by side (e.g. the shipped and a new one).",
+)
 @click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--resamples", type=int, default=2000, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
@@ -231,7 +238,7 @@ def export_command(models_dir: Path, model_id: str, data: Path) -> None:
 @click.option("--update-card", is_flag=True, help="Write the tables into the model card.")
 def evaluate_command(
     models_dir: Path,
-    model_id: str,
+    model_ids: tuple[str, ...],
     data: Path,
     resamples: int,
     threads: int,
@@ -239,7 +246,7 @@ def evaluate_command(
     update_card: bool,
 ) -> None:
     """Reproduce the model card's numbers from the committed models, split CSV and data."""
-    from kiosk.lab.train.evaluate import evaluate, render_markdown
+    from kiosk.lab.train.evaluate import evaluate, render_markdown, render_side_by_side
     from kiosk.lab.train.evaluate import update_card as write_card
 
     if not data.is_dir():
@@ -247,18 +254,27 @@ def evaluate_command(
             f"the evaluation data {data} is not there: the card's numbers need the Kermany "
             "train images named in the split CSV; pass --data FOLDER"
         )
-    try:
-        report = evaluate(models_dir, model_id, data, resamples=resamples, threads=threads)
-    except KioskError as exc:
-        raise click.ClickException(str(exc)) from exc
-    text = render_markdown(report)
-    if as_json:
-        click.echo(json.dumps(asdict(report), indent=2, default=str))
-    else:
-        click.echo(text)
-    if update_card:
-        write_card(models_dir / f"{model_id}.md", text)
-        click.echo(f"updated {model_id}.md")
+    reports = {}
+    for model_id in model_ids:
+        try:
+            reports[model_id] = evaluate(
+                models_dir, model_id, data, resamples=resamples, threads=threads
+            )
+        except KioskError as exc:
+            raise click.ClickException(str(exc)) from exc
+    for model_id, report in reports.items():
+        text = render_markdown(report)
+        if as_json and len(reports) == 1:
+            click.echo(json.dumps(asdict(report), indent=2, default=str))
+        elif not as_json:
+            click.echo(text if len(reports) == 1 else f"## {model_id}\n\n{text}")
+        if update_card:
+            write_card(models_dir / f"{model_id}.md", text)
+            click.echo(f"updated {model_id}.md")
+    if as_json and len(reports) > 1:
+        click.echo(json.dumps({k: asdict(v) for k, v in reports.items()}, indent=2, default=str))
+    elif len(reports) > 1:
+        click.echo(render_side_by_side(reports))
 
 
 @click.command("engines")

@@ -274,6 +274,27 @@ def render_markdown(report: EvaluationReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_side_by_side(reports: dict[str, EvaluationReport]) -> str:
+    """One row per model, split and finding: the int8 metrics of several models together."""
+    lines = [
+        "| model id | split | finding | AUROC [95% CI] | sensitivity | specificity | ECE | "
+        "int8 size | median ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model_id, report in reports.items():
+        for m in report.models:
+            if m.quantization != "int8":
+                continue
+            for sp, per in m.reports.items():
+                for code, r in per.items():
+                    lines.append(
+                        f"| {model_id} | {sp} | {code} | {r.auroc:.4f} [{r.auroc_ci[0]:.4f}, "
+                        f"{r.auroc_ci[1]:.4f}] | {r.sensitivity:.3f} | {r.specificity:.3f} | "
+                        f"{r.ece:.4f} | {m.file_bytes / 1e6:.2f} MB | {m.latency_ms_median:.2f} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
 def update_card(card: Path, markdown: str) -> None:
     """Replace the metrics section of a model card (between the markers) with ``markdown``."""
     text = Path(card).read_text(encoding="utf-8")
