@@ -50,7 +50,10 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 grey/RGB image of any size -> float32 NHWC tensor ``(pixel - mean) / std``."""
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    pixels = resize_to(to_channels(image, spec.colour), spec).astype(np.float32)
+    if image.ndim == 2:  # grey films: resize one channel, then copy it (same numbers, 3x less work)
+        pixels = to_channels(resize_to(image, spec)[:, :, 0], spec.colour).astype(np.float32)
+    else:
+        pixels = resize_to(to_channels(image, spec.colour), spec).astype(np.float32)
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     return ((pixels - mean) / std)[None, ...]
