@@ -64,7 +64,11 @@ def test_photographed_real_films_are_rectified_and_analysed(
     for o, truth in ok:
         diagonal = float(np.linalg.norm(truth[2] - truth[0]))
         error = np.linalg.norm(np.array(o["corners"]) - truth, axis=1).max()
-        assert error < 0.01 * diagonal
+        # sub-pixel where the film's edges were measured; a film found by its texture says
+        # so in its notes and is located to a few percent (docs/rectify.md)
+        coarse = "film_edges_not_seen" in o["quality"]["notes"]
+        assert error < (0.05 if coarse else 0.01) * diagonal, o["quality"]["notes"]
+    assert sum("film_edges_not_seen" not in o["quality"]["notes"] for o, _ in ok) >= 4
 
 
 def test_gate_rejects_what_is_not_a_chest_xray(
