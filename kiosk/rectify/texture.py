@@ -23,7 +23,7 @@ from kiosk.rectify.locate import Detection, component_quad
 from kiosk.rectify.refine import sample_bilinear
 
 TEXTURE_WINDOW_PX = 7  # at work resolution (~480 px long side)
-TEXTURE_MIN_STD = 5.0  # 8-bit grey levels: film content; sensor noise is averaged below it
+TEXTURE_MIN_STD = 3.0  # 8-bit grey levels: film content; sensor noise is averaged below it
 # a step between two smooth areas (panel to housing, a film's sheet edge) gives a far larger
 # local deviation than anatomy at this scale: such bands are edges, not film
 TEXTURE_MAX_STD = 45.0
