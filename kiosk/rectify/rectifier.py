@@ -125,18 +125,20 @@ def rectify_capture(
         # the classical detector found nothing: take the localiser's quad
         det = learned
         learned_half = 1.5 * W / LOCALISER_MASK_W + 4.0
-    if _doubtful(det, light, (wh, ww)):
+    lit_sub = lit[::3, ::3]
+    clipped_lb = (
+        float((light.small[::3, ::3][lit_sub].max(axis=-1) >= CLIP_LEVEL).mean())
+        if lit_sub.any()
+        else 0.0
+    )
+    if _doubtful(det, clipped_lb, light, (wh, ww)):
         det, by_texture = _prefer_texture(det, detect_by_texture(light.small), (wh, ww))
     else:
         by_texture = False
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
-    lit_sub = lit[::3, ::3]
     box_px = lit_sub & (np.abs(trans[::3, ::3] - 1.0) < 0.1)
     lum_sub = light.lum[::3, ::3]
     lightbox_level = float(np.median(lum_sub[box_px])) if box_px.any() else float(lum_sub.max())
-    clipped_lb = (
-        float((light.small[::3, ::3][lit_sub].max(axis=-1) >= 250).mean()) if lit_sub.any() else 0.0
-    )
     metrics: dict[str, float] = {
         "lightbox_linear": lightbox_level,
         "lightbox_clipped_fraction": clipped_lb,
@@ -222,15 +224,16 @@ def rectify_capture(
     return RectifyResult(status, corners.astype(np.float32), film.grey, quality, timings)
 
 
-def _doubtful(det: Detection | None, light: Light, work_hw: tuple[int, int]) -> bool:
+def _doubtful(
+    det: Detection | None, clipped_lb: float, light: Light, work_hw: tuple[int, int]
+) -> bool:
     """Whether the transmittance detection needs checking against the texture detector:
     nothing usable, a film running out of the frame, or signs that what looked like lit panel
-    is not (its level clipped, or the "clear margin" as dark as tissue)."""
+    is not (``clipped_lb``, its clipped share, over half, or the "clear margin" as dark as
+    tissue)."""
     if det is None or det.fill < MIN_FILL or quad_cut_off(det.quad_work, work_hw):
         return True
-    lit = light.lit[::3, ::3]
-    clipped = float((light.small[::3, ::3][lit].max(axis=-1) >= 250).mean()) if lit.any() else 0
-    return clipped > 0.5 or clear_film_level(light.trans, det.quad_work) < 0.45
+    return clipped_lb > LIGHTBOX_CLIPPED_NOTE or clear_film_level(light.trans, det.quad_work) < 0.45
 
 
 def _prefer_texture(
