@@ -229,16 +229,6 @@ def compare_engines(
     net = _CamWrapper.make(torch_model(load_state(weights)))
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "model.onnx"
-        torch.onnx.export(
-            net,
-            (xt,),
-            str(fp32),
-            input_names=["image"],
-            output_names=["logits", "features", "cam"],
-            opset_version=17,
-            dynamo=False,
-        )
         feeds = [prepare(img, manifest.input).transpose(0, 3, 1, 2).copy() for img in calib]
 
         class Reader(CalibrationDataReader):
@@ -249,49 +239,42 @@ def compare_engines(
                 nxt = next(self.it, None)
                 return None if nxt is None else {"image": nxt}
 
-        pre = Path(tmp) / "model.pre.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        int8 = Path(tmp) / "model.int8.onnx"
-        quantize_static(
-            str(pre),
-            str(int8),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            # uint8 activations: what ONNX Runtime's x86 int8 kernels are built for (int8
-            # activations fall back to slower paths, an unfair baseline)
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
+        def export_onnx(module: Any, name: str, outputs: list[str]) -> tuple[Path, Path]:
+            """float32 ONNX (opset 17) of ``module`` and its static int8 QDQ quantisation."""
+            fp32 = Path(tmp) / f"{name}.onnx"
+            torch.onnx.export(
+                module,
+                (xt,),
+                str(fp32),
+                input_names=["image"],
+                output_names=outputs,
+                opset_version=17,
+                dynamo=False,
+            )
+            pre = Path(tmp) / f"{name}.pre.onnx"
+            quant_pre_process(str(fp32), str(pre))
+            int8 = Path(tmp) / f"{name}.int8.onnx"
+            quantize_static(
+                str(pre),
+                str(int8),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                # uint8 activations: what ONNX Runtime's x86 int8 kernels are built for (int8
+                # activations fall back to slower paths, an unfair baseline)
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
+            return fp32, int8
+
+        fp32, int8 = export_onnx(net, "model", ["logits", "features", "cam"])
+        # the stock network a user would pick instead: the package's ImageNet weights,
+        # logits only, the same export and quantisation
+        _, stock8 = export_onnx(_stock_model(), "stock", ["logits"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         xo = xt.numpy()
-        # the stock network a user would pick instead: the package's ImageNet weights,
-        # logits only, the same export and quantisation
-        stock = _stock_model()
-        stock32 = Path(tmp) / "stock.onnx"
-        torch.onnx.export(
-            stock,
-            (xt,),
-            str(stock32),
-            input_names=["image"],
-            output_names=["logits"],
-            opset_version=17,
-            dynamo=False,
-        )
-        stock_pre = Path(tmp) / "stock.pre.onnx"
-        quant_pre_process(str(stock32), str(stock_pre))
-        stock8 = Path(tmp) / "stock.int8.onnx"
-        quantize_static(
-            str(stock_pre),
-            str(stock8),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
         for prec, path in (
             ("float32", fp32),
             ("int8 QDQ", int8),
