@@ -48,13 +48,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from kiosk.lab.film_photos import GENERATORS, PHOTO_SIZE, render_film_photo
 from kiosk.model.classifier import Classifier
 from kiosk.model.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-GENERATORS = ("A", "B")
-PHOTO_SIZE = (540, 960)  # (height, width): the model reads 224 px, this saves CPU
 FIT_SPLITS = ("train", "val")
 EVAL_SPLIT = "holdout"
 FACTORY_LABEL = "factory (photographed films, rendered)"
@@ -70,23 +69,10 @@ def render_and_develop(
     its true film corners and no rig reference; returns the grey film (uint8)."""
     from kiosk.rectify.develop import develop
 
-    if generator == "A":
-        from kiosk.camera import scene
-
-        params = scene.random_params(rng, difficulty=float(rng.uniform(0.0, 1.0)))
-        rendering = scene.render(digital, params, rng, size=photo_size)
-        image, corners = rendering.image, rendering.corners
-    elif generator == "B":
-        from kiosk.lab import photoscene
-
-        spec = photoscene.sample_scene(rng, "film", aspect=photo_size[1] / photo_size[0])
-        photo = photoscene.render_photo(digital, spec, rng, size=photo_size)
-        image, corners = photo.image, photo.corners
-    else:
-        raise ValueError(f"unknown scene generator {generator!r}; use one of {GENERATORS}")
-    if corners is None:
+    photo = render_film_photo(digital, generator, rng, photo_size)
+    if photo.corners is None:
         raise ValueError("the film scene rendered without film corners")
-    return develop(image, corners, reference=None)
+    return develop(photo.image, photo.corners, reference=None)
 
 
 def _encode_features(features: np.ndarray | None) -> str | None:

@@ -33,9 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kiosk.camera import scene
 from kiosk.config import KERMANY_DIR
-from kiosk.lab import photoscene
+from kiosk.lab.film_photos import PHOTO_SIZE, FilmPhoto, render_film_photo
 from kiosk.lab.train.data import Sample, read_split_csv
 from kiosk.lab.train.evaluate import synthetic_non_xrays
 from kiosk.model.classifier import Classifier
@@ -45,8 +44,6 @@ from kiosk.rectify.rectifier import rectify
 
 logger = logging.getLogger(__name__)
 
-PHOTO_SIZE = (540, 960)  # (h, w): the classifier reads 224 px; saves CPU
-
 
 def _features(classifier: Classifier, image: np.ndarray) -> np.ndarray:
     features = classifier.predict(image).features
@@ -55,25 +52,23 @@ def _features(classifier: Classifier, image: np.ndarray) -> np.ndarray:
     return np.asarray(features, np.float64).ravel()
 
 
-def _photo_a(digital: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    params = scene.random_params(rng, difficulty=float(rng.uniform(0.0, 1.0)))
-    shot = scene.render(digital, params, rng, size=PHOTO_SIZE)
-    found = rectify(shot.image)
-    if found.status == "ok" and found.film is not None:
-        return found.film
-    assert shot.corners is not None
-    return develop(shot.image, shot.corners)
-
-
-def _photo_b(digital: np.ndarray | None, kind: str, rng: np.random.Generator) -> np.ndarray:
-    spec = photoscene.sample_scene(rng, kind)  # type: ignore[arg-type]
-    photo = photoscene.render_photo(digital, spec, rng, size=PHOTO_SIZE)
+def _developed(photo: FilmPhoto) -> np.ndarray:
+    """What the model gets from a photo: the rectifier's film when it accepts the photo, else
+    the film developed at its true corners (a perfect rectifier), else the photo in grey."""
     found = rectify(photo.image)
     if found.status == "ok" and found.film is not None:
         return found.film
     if photo.corners is None:
         return cv2.cvtColor(photo.image, cv2.COLOR_RGB2GRAY)  # empty: what the model would get
     return develop(photo.image, photo.corners)
+
+
+def _photo_a(digital: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _developed(render_film_photo(digital, "A", rng, PHOTO_SIZE))
+
+
+def _photo_b(digital: np.ndarray | None, kind: str, rng: np.random.Generator) -> np.ndarray:
+    return _developed(render_film_photo(digital, "B", rng, PHOTO_SIZE, kind))
 
 
 def _grey(sample: Sample) -> np.ndarray:

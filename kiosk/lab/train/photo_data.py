@@ -29,12 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk.lab.film_photos import GENERATORS, PHOTO_SIZE, render_film_photo
 from kiosk.lab.train.data import SPLITS, Sample
 
 logger = logging.getLogger(__name__)
 
-GENERATORS = ("A", "B")
-PHOTO_SIZE = (540, 960)  # (height, width) of the rendered photo; the model reads 224 px
 CHUNK_IMAGES = 128
 
 
@@ -66,28 +65,16 @@ def photo_crop(
     from kiosk.errors import KioskError
     from kiosk.rectify.develop import develop
 
-    reference = None
-    if generator == "A":
-        from kiosk.camera import scene
-
-        params = scene.random_params(rng, difficulty=float(rng.uniform(0.0, 1.0)))
-        rendering = scene.render(digital, params, rng, size=photo_size)
-        image, corners = rendering.image, rendering.corners
-    elif generator == "B":
-        from kiosk.lab import photoscene
-
-        spec = photoscene.sample_scene(rng, "film", aspect=photo_size[1] / photo_size[0])
-        photo = photoscene.render_photo(digital, spec, rng, size=photo_size)
-        image, corners = photo.image, photo.corners
-        if photo.reference is not None:
-            try:
-                reference = RigReference.from_empty_frames([photo.reference], {})
-            except KioskError:  # e.g. an over-exposed empty panel: the kiosk would refuse it
-                reference = None
-    else:
-        raise ValueError(f"unknown scene generator {generator!r}; use one of {GENERATORS}")
-    if corners is None:
+    photo = render_film_photo(digital, generator, rng, photo_size)
+    if photo.corners is None:
         raise ValueError("the film scene rendered without film corners")
+    reference = None
+    if photo.reference is not None:
+        try:
+            reference = RigReference.from_empty_frames([photo.reference], {})
+        except KioskError:  # e.g. an over-exposed empty panel: the kiosk would refuse it
+            reference = None
+    image, corners = photo.image, photo.corners
     grey = develop(image, corners, reference)
     out = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(out, dtype=np.uint8), reference is not None

@@ -118,7 +118,7 @@ def sheets_and_empties(n: int, seed: int = 5, size: int = 224) -> dict[str, np.n
     height, width/height 0.82), as a rectifier that wrongly found a film would develop them.
     """
     from kiosk.lab import photoscene
-    from kiosk.lab.train.photo_data import PHOTO_SIZE
+    from kiosk.lab.film_photos import PHOTO_SIZE
     from kiosk.rectify.develop import develop
 
     h, w = PHOTO_SIZE
