@@ -14,7 +14,13 @@ import kiosk
 from kiosk.hub.fleet import DRIFT_MIN_CASES, drift_check, fleet
 from kiosk.hub.ingest import DeviceReport
 from kiosk.sync.client import push
-from kiosk.sync.payload import DiagnosisPayload, FindingPayload, ModelPayload, ResultPayload
+from kiosk.sync.payload import (
+    CalibrationPayload,
+    DiagnosisPayload,
+    FindingPayload,
+    ModelPayload,
+    ResultPayload,
+)
 
 pytest_plugins = ("pg",)
 
@@ -117,6 +123,70 @@ def test_drift_needs_enough_cases() -> None:
     many = drift_check("pneumonia", [(0.1, 1)] * DRIFT_MIN_CASES)
     assert not few.flagged and few.z is None and "needed" in few.note
     assert many.flagged and many.z is not None and many.z > 3
+
+
+def _row(html: str, name: str) -> str:
+    """The table row of one kiosk on a hub page."""
+    (row,) = [r.split("</tr>")[0] for r in html.split("<tr") if f"<td>{name}</td>" in r]
+    return row
+
+
+def test_pages_say_plainly_whether_a_kiosk_is_calibrated(hub: HubThread) -> None:
+    store = hub.store
+    site = CalibrationPayload(id="cal-site-1", kind="site", date="2026-11-20T09:00:00Z")
+    calibrated = {"calibrated": True, "calibration": site}
+    raw = {"calibrated": False, "calibration_id": None}
+    # ward-site: its newest analysed result is calibrated (an older one was not); the newest of
+    # all is a rejected film, which has no probabilities to calibrate and does not count.
+    rejected = result(0, 0.5, None).model_copy(update={"status": "rejected", "findings": [], **raw})
+    store.ingest(
+        "ward-site",
+        [
+            result(3, 0.5, None).model_copy(update=raw),
+            result(1, 0.5, None).model_copy(update=calibrated),
+            rejected,
+        ],
+    )
+    # ward-raw: calibrated once, now not: 4 confirmed cases on raw model scores.
+    store.ingest(
+        "ward-raw",
+        [
+            result(5, 0.5, None).model_copy(update=calibrated),
+            *[result(1, 0.5, i % 2).model_copy(update=raw) for i in range(4)],
+        ],
+    )
+    store.ingest("ward-old", [result(1, 0.5, None)])  # a kiosk older than `calibrated`
+    admin = store.set_admin_token()
+    client = hub.app.test_client()
+
+    kiosks = {k.name: k for k in fleet(store, now=NOW + timedelta(minutes=1))}
+    pages = [
+        client.get(p, auth=("supervisor", admin)).get_data(as_text=True) for p in ("/", "/fleet")
+    ]
+    data = client.get("/api/v1/fleet", auth=("supervisor", admin)).get_json()
+
+    good, bad, old = kiosks["ward-site"], kiosks["ward-raw"], kiosks["ward-old"]
+    assert (good.calibrated, good.calibration_id, good.calibration_kind, good.calibration_date) == (
+        True,
+        "cal-site-1",
+        "site",
+        "2026-11-20T09:00:00Z",
+    )
+    assert (bad.calibrated, bad.calibration_id, bad.calibration_kind) == (False, None, None)
+    assert (old.calibrated, old.calibration_id, old.calibration_kind) == (None, "cal-site-1", None)
+    assert bad.drift[0].uncalibrated == 4 and "4 of 4 not calibrated" in bad.drift[0].note
+    assert good.drift == [] and old.drift == []
+    by_name = {k["name"]: k for k in data["kiosks"]}
+    assert by_name["ward-raw"]["calibrated"] is False and by_name["ward-old"]["calibrated"] is None
+    for html in pages:
+        assert "not calibrated" in _row(html, "ward-raw")
+        assert "site calibration" not in _row(html, "ward-raw")
+        assert "cal-site-1" in _row(html, "ward-site")
+        assert "site calibration, 2026-11-20" in _row(html, "ward-site")
+        assert "not calibrated" not in _row(html, "ward-site")
+        assert "cal-site-1" in _row(html, "ward-old")
+        assert "not calibrated" not in _row(html, "ward-old")
+        assert "site calibration" not in _row(html, "ward-old")
 
 
 def test_fleet_page_json_and_cli_after_a_real_push(tmp_path: Path, hub: HubThread) -> None:

@@ -1,27 +1,38 @@
 """The hub's database layer on both engines: migrations, durability settings, concurrent
-upserts, a hub.db from before migrations, and errors that say what to do."""
+upserts, a hub.db from before migrations, the calibration of each result (stored, exported,
+re-sent, imported), and errors that say what to do."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from test_sync import cli_command, make_kiosk
+from sqlalchemy import text
+from test_sync import HubThread, cli_command, make_kiosk, post_raw
 
 from kiosk.config import load_config
 from kiosk.errors import StoreError
 from kiosk.hub import migrate
 from kiosk.hub.database import default_url, parse_url, resolve_url
+from kiosk.hub.importer import import_export
 from kiosk.hub.schema import metadata
 from kiosk.hub.store import HubStore
-from kiosk.sync.payload import read_results
+from kiosk.sync.export import CSV_COLUMNS, export_results
+from kiosk.sync.payload import parse_result, read_results
 
 pytest_plugins = ("pg",)
 
@@ -60,11 +71,14 @@ INSERT INTO findings VALUES ('0123456789abcdef0123456789abcdef', 'pneumonia', 'P
   0.25, 0.2, 0.42, 0);
 """
 
+CALIBRATION_COLUMNS = ("calibrated", "calibration_kind", "calibration_date", "calibration_id")
+RESULT_ID = "0123456789abcdef0123456789abcdef"
+
 
 def test_migrations_build_exactly_the_schema_the_code_uses(hub_url: str) -> None:
     store = HubStore(hub_url)
     try:
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0002"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0003"
         assert migrate.pending(store.engine) == []
         with store.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -82,11 +96,14 @@ def test_a_hub_db_from_before_migrations_is_adopted_and_kept(tmp_path: Path) -> 
 
     store = HubStore(f"sqlite:///{path}")
     try:
-        assert migrate.current_revision(store.engine) == "0002"
+        assert migrate.current_revision(store.engine) == "0003"
         assert store.device_for_token("test") == "old-kiosk"  # sha256("test") was stored
         assert store.result_ids() == {"0123456789abcdef0123456789abcdef"}
         assert store.findings_of("0123456789abcdef0123456789abcdef")[0]["probability"] == 0.2
         assert {d["name"]: d["kiosk_version"] for d in store.devices()} == {"old-kiosk": None}
+        assert store.query(
+            "select calibrated, calibration_kind, calibration_date, calibration_id from results"
+        ) == [dict.fromkeys(CALIBRATION_COLUMNS)]
     finally:
         store.close()
 
@@ -205,8 +222,8 @@ def test_cli_migrate_on_both_engines(tmp_path: Path, hub_url: str) -> None:
 
     before, first, again, after = run("--check"), run(), run(), run("--check")
 
-    assert before.returncode == 1 and "0001, 0002" in before.stdout, before.stderr
-    assert first.returncode == 0 and "applied 0001, 0002" in first.stdout, first.stderr
+    assert before.returncode == 1 and "0001, 0002, 0003" in before.stdout, before.stderr
+    assert first.returncode == 0 and "applied 0001, 0002, 0003" in first.stdout, first.stderr
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert after.returncode == 0 and "none" in after.stdout
 
@@ -221,3 +238,189 @@ def test_the_kiosk_side_of_sync_loads_neither_flask_nor_the_hub() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def _alembic(conn: Any) -> Config:
+    """Alembic's config on an open connection, to stop at an older revision than the hub does."""
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    return config
+
+
+def test_migration_0003_keeps_the_rows_of_a_0002_database(hub_url: str) -> None:
+    store = HubStore(hub_url, upgrade=False)
+    try:
+        with store.write() as conn:
+            command.upgrade(_alembic(conn), "0002")
+            conn.execute(text("INSERT INTO devices (name) VALUES ('ward-2')"))
+            conn.execute(
+                text(
+                    "INSERT INTO results (id, device_id, revision, created_at, received_at, "
+                    "status, calibration_id, content_sha256) VALUES (:id, 'ward-2', 1, "
+                    "'2026-11-01T10:00:00.000Z', '2026-11-01T10:00:01.000Z', 'ok', "
+                    "'cal-site-2', 'digest')"
+                ),
+                {"id": RESULT_ID},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO findings VALUES "
+                    "(:id, 'pneumonia', 'Pneumonia', 0.3, 0.25, 0.42, 0)"
+                ),
+                {"id": RESULT_ID},
+            )
+        assert migrate.pending(store.engine) == ["0003"]
+
+        assert migrate.upgrade(store.engine) == ["0003"]
+
+        assert migrate.current_revision(store.engine) == "0003"
+        (row,) = store.query("select * from results")
+        assert (row["id"], row["status"], row["content_sha256"]) == (RESULT_ID, "ok", "digest")
+        assert {c: row[c] for c in CALIBRATION_COLUMNS} == {
+            "calibrated": None,
+            "calibration_kind": None,
+            "calibration_date": None,
+            "calibration_id": "cal-site-2",  # from 0001, kept
+        }
+        assert store.findings_of(RESULT_ID)[0]["probability"] == 0.25
+        with store.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+        # And back: the downgrade drops the columns in place, rows and findings stay.
+        with store.write() as conn:
+            command.downgrade(_alembic(conn), "0002")
+        (row,) = store.query("select * from results")
+        assert "calibrated" not in row and row["calibration_id"] == "cal-site-2"
+        assert len(store.findings_of(RESULT_ID)) == 1
+    finally:
+        store.close()
+
+
+def _wire(n: int, **calibration: Any) -> dict[str, Any]:
+    """One result as a kiosk sends it, with the given calibration fields (or none of them)."""
+    return {
+        "id": f"{n:032x}",
+        "revision": 1,
+        "created_at": f"2026-11-2{n}T10:00:00.000Z",
+        "status": "ok",
+        "model": {"id": "cxr-pneumonia-effl0", "version": "1.2.0", "sha256": "ab"},
+        "findings": [
+            {
+                "code": "pneumonia",
+                "label": "Pneumonia",
+                "raw": 0.61,
+                "probability": 0.55,
+                "threshold": 0.42,
+                "positive": True,
+            }
+        ],
+        **calibration,
+    }
+
+
+SITE = {
+    "calibration_id": "cal-site-7",
+    "calibrated": True,
+    "calibration": {"id": "cal-site-7", "kind": "site", "date": "2026-11-20T09:00:00Z"},
+}
+
+
+@pytest.fixture
+def hub(hub_url: str) -> Iterator[HubThread]:
+    h = HubThread(hub_url)
+    yield h
+    h.close()
+
+
+def test_calibration_of_each_result_is_stored_and_exported(hub: HubThread) -> None:
+    token = hub.store.add_device("ward-1")
+    calibrated, raw, old = _wire(1, **SITE), _wire(2, calibrated=False), _wire(3)
+    old["calibration_id"] = "cal-old"  # a kiosk before `calibrated`: only the id travels
+    body = {"schema_version": 1, "device_id": "ward-1", "results": [calibrated, raw, old]}
+    stored_sql = (
+        "select id, calibrated, calibration_kind, calibration_date, calibration_id "
+        "from results order by id"
+    )
+
+    status, reply = post_raw(hub.url, token, json.dumps(body).encode())
+    stored = hub.store.query(stored_sql)
+    again_status, again = post_raw(hub.url, token, json.dumps(body).encode())
+
+    assert (status, reply["inserted"]) == (200, 3), reply
+    # SQLite answers 1/0 where PostgreSQL answers true/false: compare as truth values.
+    assert [tuple(r.values()) for r in stored] == [
+        (calibrated["id"], True, "site", "2026-11-20T09:00:00Z", "cal-site-7"),
+        (raw["id"], False, None, None, None),
+        (old["id"], None, None, None, "cal-old"),
+    ]
+    assert [r["calibrated"] is None for r in stored] == [False, False, True]
+    assert (again_status, again["inserted"], again["updated"], again["unchanged"]) == (
+        200,
+        0,
+        0,
+        3,
+    )
+    assert hub.store.query(stored_sql) == stored  # re-sent: nothing changed
+
+    admin = hub.store.set_admin_token()
+    text_csv = hub.app.test_client().get("/results.csv", auth=("supervisor", admin)).get_data(True)
+    header = text_csv.splitlines()[0].split(",")
+    rows = {r["result_id"]: r for r in csv.DictReader(io.StringIO(text_csv))}
+
+    assert header[-3:] == CSV_COLUMNS[-3:] == ["calibrated", "calibration_kind", "calibration_date"]
+    got = {
+        rid: (r["calibrated"], r["calibration_kind"], r["calibration_date"], r["probability"])
+        for rid, r in rows.items()
+    }
+    assert got == {
+        calibrated["id"]: ("1", "site", "2026-11-20T09:00:00Z", "0.55"),
+        raw["id"]: ("0", "", "", "0.55"),
+        old["id"]: ("", "", "", "0.55"),
+    }
+
+
+def test_a_changed_calibration_at_the_same_revision_replaces_the_stored_one(
+    hub_url: str,
+) -> None:
+    store = HubStore(hub_url)
+    try:
+        first = parse_result(_wire(1, **SITE))
+        later = dict(SITE, calibration={"id": "cal-site-7", "kind": "factory", "date": None})
+        second = parse_result(_wire(1, **later))
+        assert store.ingest("ward-1", [first]).inserted == 1
+        outcome = store.ingest("ward-1", [second])
+        (row,) = store.query("select calibration_kind, calibration_date from results")
+    finally:
+        store.close()
+    assert outcome.updated == 1
+    assert row == {"calibration_kind": "factory", "calibration_date": None}
+
+
+def test_a_csv_export_of_pushed_results_keeps_their_calibration(
+    tmp_path: Path, hub_url: str
+) -> None:
+    config, kiosk, ids = make_kiosk(tmp_path, "ward-c", 12)
+    kiosk.db.conn.execute(
+        "update results set calibration_kind = 'factory', "
+        "calibration_date = '2026-10-30T08:00:00Z' where calibration_id is not null"
+    )
+    kiosk.db.conn.commit()
+    out = tmp_path / "stick" / "ward-c.csv"
+    export_results(kiosk, config, since="2026-01-01", until=None, fmt="csv", out=out)
+    hub = HubStore(hub_url)
+    try:
+        hub.ingest("ward-c", read_results(kiosk, ids))
+        sql = "select calibrated, calibration_kind, calibration_date from results order by id"
+        pushed = hub.query(sql)
+
+        report = import_export(hub, out, "ward-c")
+
+        assert (report.inserted, report.updated, report.unchanged) == (0, 0, 12)
+        assert hub.query(sql) == pushed
+        # Analysed films were calibrated (factory); a rejected film, if any, was not.
+        kinds = {(bool(r["calibrated"]), r["calibration_kind"]) for r in pushed}
+        assert (True, "factory") in kinds and kinds <= {(True, "factory"), (False, None)}
+        assert all(r["calibrated"] is not None for r in pushed)
+    finally:
+        hub.close()

@@ -5,6 +5,10 @@ memory. Text that came from a kiosk and starts with ``=``, ``+``, ``-``, ``@`` (
 carriage return) gets a leading ``'``: spreadsheets would otherwise run it as a formula
 (CSV injection). Numbers are written as numbers and never changed.
 
+The last columns say whether the result's probabilities were calibrated, with the same names
+and values as the kiosk's CSV export: ``calibrated`` (1, 0, or empty from a kiosk older than
+the field), ``calibration_kind`` ("site" or "factory") and ``calibration_date``.
+
 What this module does not do: the kiosk's own exports for a USB stick (``kiosk.sync.export``),
 or reading exports back (``importer``).
 """
@@ -36,6 +40,9 @@ CSV_HEADER = [
     "threshold",
     "positive",
     "confirmed_label",
+    "calibrated",
+    "calibration_kind",
+    "calibration_date",
 ]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_FETCH = 1000
@@ -52,7 +59,8 @@ def csv_rows(
     store: HubStore, since: str | None = None, until: str | None = None
 ) -> Iterator[list[Any]]:
     """One row per finding of each result created in [since, until) (kiosk time); a result
-    without findings gets one row. Values as stored, not neutralised."""
+    without findings gets one row. Values as stored, not neutralised, except ``calibrated``:
+    1 or 0, empty when the kiosk did not say (as in the kiosk's own CSV export)."""
     stmt = (
         select(
             results.c.id,
@@ -69,6 +77,9 @@ def csv_rows(
             findings.c.threshold,
             findings.c.positive,
             diagnoses.c.label.label("confirmed_label"),
+            results.c.calibrated,
+            results.c.calibration_kind,
+            results.c.calibration_date,
         )
         .select_from(
             results.outerjoin(findings, findings.c.result_id == results.c.id).outerjoin(
@@ -84,7 +95,8 @@ def csv_rows(
         stmt = stmt.where(results.c.created_at < until)
     with store.read() as conn:
         for row in conn.execution_options(yield_per=ROWS_PER_FETCH).execute(stmt):
-            yield list(row)
+            *cells, calibrated, kind, date = row
+            yield [*cells, "" if calibrated is None else int(calibrated), kind, date]
 
 
 def csv_text(rows: Iterator[list[Any]], header: list[str] = CSV_HEADER) -> Iterator[str]:

@@ -1,8 +1,10 @@
 """The fleet view: per kiosk, what a supervisor needs to decide which one needs a visit.
 
 For each kiosk: last contact (hub time), software version (from the push's ``User-Agent``),
-model and calibration it runs (from its newest pushed result), results per day over the last
-7 days (by the kiosk's ``created_at`` date), its outbox backlog, and a drift check per finding.
+model and calibration it runs (from its newest pushed result; whether that result was
+calibrated, and the calibration's kind and date, from its newest analysed result, see
+``HubStore.devices``), results per day over the last 7 days (by the kiosk's ``created_at``
+date), its outbox backlog, and a drift check per finding.
 
 Backlog: each push carries the kiosk's outbox counts read *before* that batch was sent, so the
 results still waiting after it are ``pending + failed - results in that push`` (never below 0).
@@ -14,6 +16,8 @@ the calibrated probabilities ``E``; the check flags ``|O - E| / sqrt(sum p(1 - p
 (calibration in the large, a z-score) once there are at least 30 cases. It is a screening
 signal for a visit, not the kiosk's full check (ECE with a bootstrap CI and a score-shift test
 on its supervisor page), which needs raw scores of the calibration set the hub does not have.
+Cases whose result says it was not calibrated are counted and named in the check's note: their
+probabilities are raw model scores, and a drift on them says little about a calibration.
 
 What this module does not do: store anything, or contact a kiosk.
 """
@@ -52,6 +56,7 @@ class DriftCheck:
     z: float | None
     flagged: bool
     note: str
+    uncalibrated: int = 0  # cases whose result said its probabilities were not calibrated
 
 
 @dataclass
@@ -64,6 +69,9 @@ class KioskStatus:
     model_id: str | None
     model_version: str | None
     calibration_id: str | None
+    calibrated: bool | None  # None: the kiosk did not say (older than the field)
+    calibration_kind: str | None
+    calibration_date: str | None
     results_total: int
     results_per_day: list[dict[str, Any]]
     backlog: int | None
@@ -95,20 +103,27 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def drift_check(code: str, cases: list[tuple[float, int]]) -> DriftCheck:
-    """The z-score check of the module docstring on (calibrated probability, label) pairs."""
+def drift_check(code: str, cases: list[tuple[float, int]], uncalibrated: int = 0) -> DriftCheck:
+    """The z-score check of the module docstring on (calibrated probability, label) pairs;
+    ``uncalibrated`` of the cases had probabilities that were not calibrated (said in the
+    note)."""
     n = len(cases)
     observed = sum(label for _, label in cases)
     expected = sum(p for p, _ in cases)
     variance = sum(p * (1.0 - p) for p, _ in cases)
+    raw = f"; {uncalibrated} of {n} not calibrated (raw model scores)" if uncalibrated else ""
     if n < DRIFT_MIN_CASES:
-        return DriftCheck(
-            code, n, observed, expected, None, False, f"{n} confirmed; {DRIFT_MIN_CASES} needed"
-        )
+        note = f"{n} confirmed; {DRIFT_MIN_CASES} needed{raw}"
+        return DriftCheck(code, n, observed, expected, None, False, note, uncalibrated)
     z = (observed - expected) / math.sqrt(variance) if variance > 0 else 0.0
     flagged = abs(z) >= DRIFT_Z_LIMIT
-    note = f"{observed} of {n} confirmed positive, calibration expected {expected:.1f} (z={z:+.1f})"
-    return DriftCheck(code, n, observed, round(expected, 2), round(z, 2), flagged, note)
+    note = (
+        f"{observed} of {n} confirmed positive, calibration expected {expected:.1f} "
+        f"(z={z:+.1f}){raw}"
+    )
+    return DriftCheck(
+        code, n, observed, round(expected, 2), round(z, 2), flagged, note, uncalibrated
+    )
 
 
 def fleet(store: HubStore, now: datetime | None = None) -> list[KioskStatus]:
@@ -140,6 +155,7 @@ def fleet(store: HubStore, now: datetime | None = None) -> list[KioskStatus]:
             diagnoses.c.code,
             findings.c.probability,
             diagnoses.c.label,
+            results.c.calibrated,
         )
         .select_from(
             diagnoses.join(results, results.c.id == diagnoses.c.result_id).join(
@@ -155,6 +171,7 @@ def fleet(store: HubStore, now: datetime | None = None) -> list[KioskStatus]:
     )
     per_day: dict[str, dict[str, int]] = defaultdict(dict)
     cases: dict[str, dict[str, list[tuple[float, int]]]] = defaultdict(lambda: defaultdict(list))
+    uncalibrated: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     with store.read() as conn:
         for row in conn.execute(per_day_stmt):
             per_day[row.device_id][row.day] = int(row.n)
@@ -163,6 +180,8 @@ def fleet(store: HubStore, now: datetime | None = None) -> list[KioskStatus]:
             kept = cases[row.device_id][row.code]
             if len(kept) < DRIFT_MAX_CASES and row.probability is not None:
                 kept.append((float(row.probability), int(row.label)))
+                if row.calibrated is False:
+                    uncalibrated[row.device_id][row.code] += 1
     out = []
     for d in store.devices():
         name = d["name"]
@@ -177,13 +196,19 @@ def fleet(store: HubStore, now: datetime | None = None) -> list[KioskStatus]:
             model_id=d["model_id"],
             model_version=d["model_version"],
             calibration_id=d["calibration_id"],
+            calibrated=d["calibrated"],
+            calibration_kind=d["calibration_kind"],
+            calibration_date=d["calibration_date"],
             results_total=int(d["results"]),
             results_per_day=[
                 {"day": day.isoformat(), "n": per_day[name].get(day.isoformat(), 0)} for day in days
             ],
             backlog=backlog,
             reported_failed=d["reported_failed"],
-            drift=[drift_check(code, c) for code, c in sorted(cases[name].items())],
+            drift=[
+                drift_check(code, c, uncalibrated[name][code])
+                for code, c in sorted(cases[name].items())
+            ],
         )
         status.needs_visit = _visit_reasons(status, d["last_kiosk_time"], now)
         out.append(status)

@@ -177,6 +177,7 @@ def _parse_csv(text: str) -> list[ResultPayload]:
                     "corners": json.loads(row["corners_json"]) if row["corners_json"] else None,
                     "diagnoses": json.loads(row["diagnoses_json"] or "[]"),
                     "findings": [],
+                    **_csv_calibration(row),
                 }
             except (ValueError, KeyError) as exc:
                 raise PayloadError(f"csv line {n}", f"cannot be read ({exc})") from exc
@@ -192,6 +193,22 @@ def _parse_csv(text: str) -> list[ResultPayload]:
                 }
             )
     return [parse_result(g, f"csv result {rid}") for rid, g in grouped.items()]
+
+
+def _csv_calibration(row: dict[str, str]) -> dict[str, Any]:
+    """``calibrated`` and ``calibration`` of one CSV row, as the kiosk had them in the wire
+    object (so a pushed result and its CSV export have the same content digest). An export from
+    a kiosk older than these columns has none of them: both stay absent."""
+    out: dict[str, Any] = {}
+    flag = row.get("calibrated") or ""
+    if flag not in ("", "0", "1"):
+        raise ValueError(f"calibrated is {flag!r}, not 1, 0 or empty")
+    if flag:
+        out["calibrated"] = flag == "1"
+    kind, date = row.get("calibration_kind") or None, row.get("calibration_date") or None
+    if row["calibration_id"] and (kind or date):
+        out["calibration"] = {"id": row["calibration_id"], "kind": kind, "date": date}
+    return out
 
 
 def import_export(hub: HubStore, path: Path, device: str) -> ImportReport:

@@ -8,6 +8,10 @@ but not written; a result id that belongs to another device is refused. Findings
 of a written result are replaced as a whole. Rows are written in id order, so two transactions
 touching the same results lock them in the same order and cannot deadlock.
 
+A result's ``calibrated`` and ``calibration`` (kind, date) are stored as sent; a kiosk older
+than these fields leaves them NULL. They are part of the content digest, so sending them again
+unchanged changes nothing either.
+
 What this module does not do: open or commit transactions (``store``), authenticate anyone
 (``auth``), or parse JSON (``payload`` and ``app``).
 """
@@ -30,7 +34,7 @@ from kiosk.sync.payload import PayloadError, ResultPayload
 
 logger = logging.getLogger(__name__)
 
-# Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters at 19 columns.
+# Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters at 22 columns.
 ROWS_PER_STATEMENT = 500
 
 
@@ -102,12 +106,15 @@ def _row(device_id: str, r: ResultPayload, now: str, via: str, thumb: bytes | No
         "model_id": r.model.id,
         "model_version": r.model.version,
         "model_sha256": r.model.sha256,
-        "calibration_id": r.calibration_id,
+        "calibration_id": r.calibration_id or (r.calibration.id if r.calibration else None),
         "quality": json.dumps(r.quality),
         "timings_ms": json.dumps(r.timings_ms),
         "corners": json.dumps(r.corners) if r.corners is not None else None,
         "content_sha256": r.content_sha256(),
         "thumbnail_jpeg": thumb,
+        "calibrated": r.calibrated,
+        "calibration_kind": r.calibration.kind if r.calibration else None,
+        "calibration_date": r.calibration.date if r.calibration else None,
     }
 
 

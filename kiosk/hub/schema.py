@@ -11,6 +11,7 @@ What this module does not do: create tables (``migrate``), or read and write row
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -66,6 +67,11 @@ results = Table(
     Column("corners", Text),
     Column("content_sha256", Text),
     Column("thumbnail_jpeg", LargeBinary),
+    # Added in 0003: whether the probabilities were calibrated (NULL: the kiosk did not say,
+    # being older than the field) and the calibration's kind ("site", "factory") and date.
+    Column("calibrated", Boolean),
+    Column("calibration_kind", Text),
+    Column("calibration_date", Text),
     Index("idx_results_device_id_created_at", "device_id", "created_at"),
     Index("idx_results_received_at", "received_at"),
 )

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk.clock import utcnow
@@ -127,12 +127,28 @@ class HubStore:
             return set(conn.execute(select(devices.c.name)).scalars())
 
     def devices(self) -> list[dict[str, Any]]:
-        """Each known kiosk with what it last reported and how many results the hub holds."""
+        """Each known kiosk with what it last reported and how many results the hub holds.
+
+        ``calibrated``, ``calibration_kind`` and ``calibration_date`` are those of the kiosk's
+        newest analysed result (by its own ``created_at``; a rejected film has no
+        probabilities to calibrate); when that result says whether it was calibrated, its
+        ``calibration_id`` (None when not calibrated) replaces the one the last push named.
+        All None for a kiosk older than these fields: then ``calibration_id`` is as before.
+        """
         counts = (
             select(results.c.device_id, func.count().label("n"))
             .group_by(results.c.device_id)
             .subquery()
         )
+        newest = (
+            select(results.c.id)
+            .where(results.c.device_id == devices.c.name, results.c.status == "ok")
+            .order_by(results.c.created_at.desc(), results.c.id.desc())
+            .limit(1)
+            .correlate(devices)
+            .scalar_subquery()
+        )
+        latest = results.alias("latest")
         stmt = (
             select(
                 devices.c.name,
@@ -142,13 +158,23 @@ class HubStore:
                 devices.c.reported_failed,
                 devices.c.reported_sent,
                 devices.c.last_kiosk_time,
-                devices.c.calibration_id,
+                case(
+                    (latest.c.calibrated.is_(None), devices.c.calibration_id),
+                    else_=latest.c.calibration_id,
+                ).label("calibration_id"),
+                latest.c.calibrated,
+                latest.c.calibration_kind,
+                latest.c.calibration_date,
                 devices.c.kiosk_version,
                 devices.c.model_id,
                 devices.c.model_version,
                 func.coalesce(counts.c.n, 0).label("results"),
             )
-            .select_from(devices.outerjoin(counts, counts.c.device_id == devices.c.name))
+            .select_from(
+                devices.outerjoin(counts, counts.c.device_id == devices.c.name).outerjoin(
+                    latest, latest.c.id == newest
+                )
+            )
             .order_by(devices.c.name)
         )
         with self.read() as conn:
