@@ -80,6 +80,21 @@ def test_mixed_batch_share_and_failed_crops_stay_digital() -> None:
     assert batch[~is_photo].max() == 0
 
 
+def test_mixed_batch_draws_from_both_generators_where_their_crop_developed() -> None:
+    rng = np.random.default_rng(1)
+    digital = np.zeros((64, 8, 8), np.uint8)
+    photos = np.stack([np.full((64, 8, 8), 100, np.uint8), np.full((64, 8, 8), 200, np.uint8)])
+    ok = np.ones((2, 64), bool)
+    ok[1, :32] = False  # generator B failed on the first half: those photos must come from A
+    ok[:, 63] = False  # neither developed: stays digital
+    off = AugmentConfig(enabled=False)
+    batch, is_photo = mixed_batch(np.arange(64), digital, photos, ok, 1.0, rng, off)
+    values = batch.max(axis=(1, 2))
+    assert not is_photo[63] and values[63] == 0
+    assert set(values[:32].tolist()) == {100}
+    assert set(values[32:63].tolist()) == {100, 200}
+
+
 def test_schedule_warms_up_and_decays_to_zero() -> None:
     assert cosine_with_warmup(0, 10, 100) == pytest.approx(0.1)
     assert cosine_with_warmup(9, 10, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.09)))

@@ -3,15 +3,16 @@
 Starts from a trained ``state_dict`` (the shipped ``cxr-pneumonia-effl0.pt``), keeps the
 shipped recipe's frozen stem + first blocks and frozen batch-norm statistics, and trains on
 batches in which a fixed share of the images (``photo_fraction``) is replaced by the same
-film's photo crop from ONE scene generator (``photo_data`` cache). The existing
+film's photo crop from the chosen scene generators (``photo_data`` cache; ``generator`` "A",
+"B" or "AB", in which case each photo is drawn from either generator at random). The existing
 photographed-film augmentations (``augment``) are applied to both kinds. An epoch is one pass
 over the training images; the warm-up + cosine schedule spans all planned epochs and always
 runs to the end (no early stopping: the run is sized to finish). Each epoch is scored on the
-validation split, digital and photo crops of the same generator; the epoch with the best mean
-of the two AUROCs is kept.
+validation split, digital and photo crops of the same generator(s); the epoch with the best
+mean of the AUROCs is kept.
 
-What this module does not do: touch the other generator's crops (held out for evaluation),
-export, or choose thresholds (``release`` / ``photo_release`` do).
+What this module does not do: touch a generator's crops it was not asked to train on (held out
+for evaluation), export, or choose thresholds (``release`` / ``photo_release`` do).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class PhotoTuneConfig:
     data: Path
     cache: Path
     model_id: str = "cxr-pneumonia-effl0-photo"
-    generator: str = "A"
+    generator: str = "A"  # one letter per scene generator trained on: "A", "B" or "AB"
     photo_fraction: float = 0.5
     image_size: int = 224
     epochs: float = 2.0  # fractional: the last pass stops part-way, with the schedule's end
@@ -80,21 +81,39 @@ def mixed_batch(
     cfg: AugmentConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented uint8 batch for training images ``idx``: ``round(photo_fraction * len)`` of
-    them (chosen at random) as their photo crop, the rest digital; returns (batch, is_photo).
+    them (chosen at random) as a photo crop, the rest digital; returns (batch, is_photo).
 
-    A film whose crop failed to develop (``photo_ok`` False) stays digital.
+    ``photos`` is ``(n, size, size)`` for one generator or ``(G, n, size, size)`` for several
+    (``photo_ok`` ``(n,)`` or ``(G, n)`` alike); with several, each photo comes from one of the
+    generators whose crop of that film developed, at random. A film with no developed crop
+    stays digital.
     """
+    if photos.ndim == 3:
+        photos, photo_ok = photos[None], photo_ok[None]
     n = len(idx)
     is_photo = np.zeros(n, bool)
     is_photo[rng.permutation(n)[: round(photo_fraction * n)]] = True
-    is_photo &= photo_ok[idx]
-    batch = np.stack(
-        [
-            augment(photos[j] if p else digital[j], rng, cfg)
-            for j, p in zip(idx, is_photo, strict=True)
-        ]
-    )
-    return batch, is_photo
+    ok = photo_ok[:, idx]  # (G, n)
+    is_photo &= ok.any(axis=0)
+    images = []
+    for k, (j, p) in enumerate(zip(idx, is_photo, strict=True)):
+        if p:
+            g = rng.choice(np.flatnonzero(ok[:, k]))
+            images.append(augment(photos[g, j], rng, cfg))
+        else:
+            images.append(augment(digital[j], rng, cfg))
+    return np.stack(images), is_photo
+
+
+def load_generators(
+    cache: Path, generators: str, split: str, n: int, size: int = 224
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of every generator in ``generators`` ("A", "B", "AB"):
+    ``(crops (G, n, size, size), ok (G, n))``."""
+    if not generators or any(g not in "AB" for g in generators):
+        raise ValueError(f"generator must be A, B or AB, not {generators!r}")
+    loaded = [load_crops(cache, g, split, n, size=size) for g in generators]
+    return np.stack([c for c, _ in loaded]), np.stack([o for _, o in loaded])
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
@@ -130,17 +149,18 @@ def photo_tune(cfg: PhotoTuneConfig) -> dict[str, Any]:
     samples = read_split_csv(cfg.split_csv, cfg.data)
     train_s, val_s = split_samples(samples, "train"), split_samples(samples, "val")
     digital = load_grey(train_s, cfg.image_size)
-    photos, photo_ok = load_crops(cfg.cache, cfg.generator, "train", len(train_s))
-    val_photos, val_ok = load_crops(cfg.cache, cfg.generator, "val", len(val_s))
+    photos, photo_ok = load_generators(cfg.cache, cfg.generator, "train", len(train_s))
+    val_photos, val_ok = load_generators(cfg.cache, cfg.generator, "val", len(val_s))
     y_train = np.array([s.labels[0] for s in train_s], np.float32)[:, None]
     y_val = np.array([s.labels[0] for s in val_s], np.float32)
-    val_sets = {"digital": load_grey(val_s, cfg.image_size), "photo": val_photos}
+    val_sets = {"digital": load_grey(val_s, cfg.image_size)}
+    val_sets |= {f"photo_{g}": val_photos[i] for i, g in enumerate(cfg.generator)}
     logger.info(
         "loaded %d train (%d photo crops ok) and %d val images (%d ok) in %.0f s",
         len(train_s),
-        int(photo_ok.sum()),
+        int(photo_ok.any(axis=0).sum()),
         len(val_s),
-        int(val_ok.sum()),
+        int(val_ok.any(axis=0).sum()),
         time.time() - t_start,
     )
 
@@ -180,9 +200,13 @@ def photo_tune(cfg: PhotoTuneConfig) -> dict[str, Any]:
         "split_sha256": {sp: split_digest(samples, sp) for sp in SPLITS},
         "data": {
             "train_images": len(train_s),
-            "train_photo_crops_ok": int(photo_ok.sum()),
+            "train_photo_crops_ok": {
+                g: int(photo_ok[i].sum()) for i, g in enumerate(cfg.generator)
+            },
             "val_images": len(val_s),
-            "val_photo_crops_ok": int(val_ok.sum()),
+            "val_photo_crops_ok": {
+                g: int(o.sum()) for g, o in zip(cfg.generator, val_ok, strict=True)
+            },
         },
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
