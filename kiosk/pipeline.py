@@ -41,7 +41,7 @@ from kiosk.model.localiser import load_localiser
 from kiosk.model.ood import OodDetector
 from kiosk.rectify.gates import check_digital, looks_like_photo
 from kiosk.rectify.locate import MaskModel
-from kiosk.rectify.rectifier import rectify_capture
+from kiosk.rectify.rectifier import rectify_capture, uses_localiser
 from kiosk.rectify.result import Quality
 from kiosk.store import FindingRecord, ResultRecord, Store
 from kiosk.store.calibrations import read_active_calibration
@@ -179,8 +179,14 @@ class Pipeline:
         if ood_file and config.ood_gate:
             ood = OodDetector.load(classifier.manifest.path.parent / str(ood_file))
         localiser = None
-        if config.rectify.method in ("learned", "combined"):
-            localiser = load_localiser(config.models_dir)
+        if uses_localiser(config.rectify.method):
+            try:
+                localiser = load_localiser(config.models_dir)
+            except KioskError:
+                if config.rectify.method != "auto":
+                    raise
+                # "auto" still works without it: the classical detector alone
+                logger.exception("film localiser unusable; rectify falls back to classical")
 
         def read_active(sha256: str) -> dict[str, Any] | None:
             return read_active_calibration(config.db_path, sha256)

@@ -15,7 +15,7 @@ from kiosk.errors import ImageError
 from kiosk.imaging.geometry import quad_iou
 from kiosk.model.localiser import load_localiser, localiser_manifest
 from kiosk.rectify.gates import check_digital, looks_like_photo
-from kiosk.rectify.locate import MaskModel
+from kiosk.rectify.locate import Detection, MaskModel
 from kiosk.rectify.rectifier import rectify
 
 SIZE = (540, 960)
@@ -226,6 +226,9 @@ def test_learned_localiser_finds_the_film(method: str) -> None:
         res = rectify(shot.image, method=method, localiser=localiser)
         assert res.corners is not None, res.quality
         assert _corner_error_fraction(res.corners, shot.corners) < 0.01
+        if method == "learned":  # the localiser's quad first, refined on the edges
+            assert res.quality.metrics["localiser_used"] == 1.0
+            assert res.quality.metrics["edge_points"] > 0
     empty = rectify(
         render(None, _scene(1), np.random.default_rng(1), SIZE).image,
         method=method,
@@ -299,3 +302,21 @@ def test_develop_with_known_corners_gives_the_film_the_kiosk_would() -> None:
     small = cv2.resize(film, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64)
     truth = cv2.resize(digital, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64)
     assert np.corrcoef(small.ravel(), truth.ravel())[0, 1] > 0.8
+
+
+def test_learned_method_refuses_a_film_running_out_of_the_frame() -> None:
+    localiser = _localiser_or_skip()
+    rng = np.random.default_rng(2)
+    params = _scene(2, film_offset=(0.42, 0.0), second_film=False)
+    shot = render(phantom_chest(rng, (384, 384)), params, rng, SIZE)
+    res = rectify(shot.image, method="learned", localiser=localiser)
+    assert res.status == "rejected"
+    assert "cut_off" in res.quality.flags
+
+
+def test_a_localiser_quad_runs_out_only_where_its_mask_says() -> None:
+    quad = np.array([[-3, 10], [100, 10], [100, 90], [-3, 90]], np.float32)
+    assert Detection(quad, 1.0, 0.3).runs_out((120, 200))  # judged by the quad
+    assert not Detection(quad, 1.0, 0.3, cut_off=False).runs_out((120, 200))  # by the mask
+    inside = np.array([[10, 10], [100, 10], [100, 90], [10, 90]], np.float32)
+    assert Detection(inside, 1.0, 0.3, cut_off=True).runs_out((120, 200))

@@ -100,12 +100,13 @@ def rectify(
     from kiosk.imaging.encode import encode_png
     from kiosk.model.localiser import load_localiser
     from kiosk.rectify.rectifier import rectify as rectify_photo
+    from kiosk.rectify.rectifier import uses_localiser
 
     config = obj.config
     image = read_image(photo).pixels
     rig = RigReference.load(config.rig_dir)
     localiser = None
-    if config.rectify.method in ("learned", "combined"):
+    if uses_localiser(config.rectify.method):
         localiser = load_localiser(config.models_dir)
     result = rectify_photo(image, rig, method=config.rectify.method, localiser=localiser)
     if out is not None and result.film is not None:

@@ -6,12 +6,15 @@ mask into a quadrilateral (robust line fits) and refines its corners at full res
 the same edge profiles as the classical detector, so the network only has to be roughly right,
 and robust where the classical lightbox model is not (glare, strong fall-off).
 
-Training data are renderings of ``kiosk.camera.scene`` across its whole difficulty range, with
-their true corners, plus empty lightboxes (an all-zero mask) and films running out of the
-frame (the visible part is the mask): phantom chests, and real digital
-X-rays from ``../shared/data/kermany-train`` when that folder exists (rendered in memory, never
-written). Augmentation is the simulator's own randomness (geometry, lightbox, glare, blur,
-noise, JPEG, clips, fingers, second films) plus horizontal flips.
+Training data are renderings by either scene generator (A: ``kiosk.camera.scene`` across its
+whole difficulty range; B: ``kiosk.lab.photoscene``, written independently) with their true
+corners, plus empty lightboxes (an all-zero mask), CT/MR sheets (B) and films running out of
+the frame (the visible part is the mask): phantom chests, and real digital X-rays of the
+classifier's training split from ``../shared/data/kermany-train`` when that folder exists
+(rendered in memory, never written). Augmentation is the generators' own randomness (framing,
+metering, margins, lightbox, glare, blur, noise, JPEG, clips, tape, markers, second films), a
+fifth of the photos at 4:3, plus horizontal flips. ``--generators A`` or ``B`` trains on one
+generator only, to measure the other (cross-generator).
 
 ``train_localiser`` writes ``film-localiser-int8.tflite`` (full-integer quantised with a
 representative set of renderings) and its manifest ``film-localiser.json`` into ``out_dir``.
@@ -20,6 +23,7 @@ TensorFlow is imported inside the function: nothing here is needed at run time.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -32,7 +36,7 @@ import cv2
 import numpy as np
 
 from kiosk.camera import scene
-from kiosk.config import KERMANY_DIR
+from kiosk.config import BUNDLED_MODELS_DIR, KERMANY_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -41,36 +45,87 @@ MASK_HW = (72, 128)  # predicted mask (height, width)
 MODEL_FILE = "film-localiser-int8.tflite"
 MANIFEST_FILE = "film-localiser.json"
 _KERMANY = KERMANY_DIR
+SPLIT_CSV = BUNDLED_MODELS_DIR / "cxr-pneumonia-effl0.split.csv"
+
+
+def _train_films(split_csv: Path = SPLIT_CSV) -> list[Path]:
+    """The classifier's *training* films (never its val/holdout films, which the photo study
+    renders): the localiser learns no film the studies report on."""
+    if not _KERMANY.is_dir() or not split_csv.is_file():
+        return []
+    with split_csv.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    return [_KERMANY / r["filename"] for r in rows if (_KERMANY / r["filename"]).is_file()]
 
 
 def _digital(rng: np.random.Generator, files: list[Path]) -> np.ndarray:
-    if files and rng.random() < 0.5:
+    if files and rng.random() < 0.7:
         img = cv2.imread(str(files[int(rng.integers(len(files)))]), cv2.IMREAD_GRAYSCALE)
         if img is not None:
             return img
     return scene.phantom_chest(rng, (256, 256))
 
 
-def make_dataset(n_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rendered photos (n, 144, 256, 3) uint8 and film masks (n, 72, 128, 1) float32."""
+def _render_a(
+    rng: np.random.Generator, digital: np.ndarray, render_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Generator A: the simulator across its whole difficulty range; 10 % films running out
+    of the frame, 10 % empty lightboxes."""
+    params = scene.random_params(rng, difficulty=float(rng.uniform(0.0, 1.0)))
+    if rng.random() < 0.1:  # a film running out of the frame: the mask is what is seen
+        side = float(rng.choice([-1.0, 1.0]))
+        params = replace(params, film_offset=(side * float(rng.uniform(0.3, 0.45)), 0.0))
+    empty = rng.random() < 0.1
+    shot = scene.render(None if empty else digital, params, rng, render_hw)
+    return shot.image, shot.corners
+
+
+def _render_b(
+    rng: np.random.Generator, digital: np.ndarray, render_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Generator B (``kiosk.lab.photoscene``): 10 % empty lightboxes, 8 % CT/MR sheets (a film
+    too: the mask marks it; the "not a chest X-ray" gate refuses it later), 12 % films running
+    out of the frame, the rest films in frame."""
+    from kiosk.lab import photoscene
+
+    u = rng.random()
+    kind = "empty" if u < 0.1 else "sheet" if u < 0.18 else "film"
+    cut_off = kind != "empty" and rng.random() < 0.12
+    spec = photoscene.sample_scene(
+        rng,
+        kind,  # type: ignore[arg-type]
+        cut_off=cut_off,
+        aspect=render_hw[1] / render_hw[0],
+    )
+    photo = photoscene.render_photo(digital, spec, rng, size=render_hw)
+    return photo.image, photo.corners
+
+
+RENDERERS = {"A": _render_a, "B": _render_b}
+
+
+def make_dataset(n_images: int, seed: int, generators: str = "A") -> tuple[np.ndarray, np.ndarray]:
+    """Rendered photos (n, 144, 256, 3) uint8 and film masks (n, 72, 128, 1) float32, drawn
+    from the scene ``generators`` ("A", "B" or "AB") in turn."""
+    if not generators or any(g not in RENDERERS for g in generators):
+        raise ValueError(f"generators must be A, B or AB, not {generators!r}")
     rng = np.random.default_rng(seed)
-    files = sorted(_KERMANY.glob("*/*.jpeg")) if _KERMANY.is_dir() else []
+    files = _train_films()
     xs = np.zeros((n_images, *INPUT_HW, 3), np.uint8)
     ys = np.zeros((n_images, *MASK_HW, 1), np.float32)
-    # render at 2x the input and area-average down: closer to a downscaled real photo
-    render_hw = (INPUT_HW[0] * 2, INPUT_HW[1] * 2)
+    # render at 2x the input and area-average down: closer to a downscaled real photo; a
+    # fifth of the photos at 4:3 (stretched to the input like any other aspect)
     for i in range(n_images):
-        params = scene.random_params(rng, difficulty=float(rng.uniform(0.0, 1.0)))
-        if rng.random() < 0.1:  # a film running out of the frame: the mask is what is seen
-            side = float(rng.choice([-1.0, 1.0]))
-            params = replace(params, film_offset=(side * float(rng.uniform(0.3, 0.45)), 0.0))
-        empty = rng.random() < 0.1
-        shot = scene.render(None if empty else _digital(rng, files), params, rng, render_hw)
-        img = cv2.resize(shot.image, (INPUT_HW[1], INPUT_HW[0]), interpolation=cv2.INTER_AREA)
+        render_hw = (INPUT_HW[0] * 2, INPUT_HW[1] * 2)
+        if rng.random() < 0.2:
+            render_hw = (384, 512)
+        render = RENDERERS[generators[i % len(generators)]]
+        image, corners = render(rng, _digital(rng, files), render_hw)
+        img = cv2.resize(image, (INPUT_HW[1], INPUT_HW[0]), interpolation=cv2.INTER_AREA)
         mask = np.zeros(MASK_HW, np.uint8)
-        if shot.corners is not None:
+        if corners is not None:
             scale = np.array([MASK_HW[1] / render_hw[1], MASK_HW[0] / render_hw[0]])
-            pts = (shot.corners + 0.5) * scale - 0.5
+            pts = (corners + 0.5) * scale - 0.5
             cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, cv2.LINE_AA, shift=4)
         if rng.random() < 0.5:
             img, mask = img[:, ::-1], mask[:, ::-1]
@@ -101,7 +156,14 @@ def _build_model(tf: Any) -> Any:
     return tf.keras.Model(inp, out, name="film_localiser")
 
 
-def train_localiser(out_dir: Path, n_images: int, epochs: int, seed: int) -> Path:
+def train_localiser(
+    out_dir: Path,
+    n_images: int,
+    epochs: int,
+    seed: int,
+    generators: str = "AB",
+    version: str = "2.0.0",
+) -> Path:
     """Render ``n_images`` scenes, train for ``epochs``, export full-int8 TFLite + manifest.
 
     Returns the manifest path. Deterministic data for a given ``seed``; TensorFlow training
@@ -113,7 +175,7 @@ def train_localiser(out_dir: Path, n_images: int, epochs: int, seed: int) -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(seed)
     t0 = time.perf_counter()
-    xs, ys = make_dataset(n_images, seed)
+    xs, ys = make_dataset(n_images, seed, generators)
     logger.info("rendered %d training scenes in %.0f s", n_images, time.perf_counter() - t0)
     n_val = max(1, n_images // 10)
     x_norm = (xs.astype(np.float32) - 127.0) / 128.0
@@ -126,16 +188,25 @@ def train_localiser(out_dir: Path, n_images: int, epochs: int, seed: int) -> Pat
         dice = 1.0 - (2.0 * inter + 1.0) / (union + 1.0)
         return bce + tf.reduce_mean(dice)
 
-    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss=dice_bce)
+    batch = 32
+    steps = epochs * -(-(n_images - n_val) // batch)
+    # cosine decay to zero; the epoch with the lowest validation loss is kept (its loss jumps
+    # from epoch to epoch while the rate is high)
+    rate = tf.keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps)
+    model.compile(optimizer=tf.keras.optimizers.Adam(rate), loss=dice_bce)
+    best = tf.keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=epochs, restore_best_weights=True
+    )
     history = model.fit(
         x_norm[n_val:],
         ys[n_val:],
         validation_data=(x_norm[:n_val], ys[:n_val]),
-        batch_size=32,
+        batch_size=batch,
         epochs=epochs,
         verbose=2,
+        callbacks=[best],
     )
-    val_loss = float(history.history["val_loss"][-1])
+    val_loss = float(min(history.history["val_loss"]))
 
     def representative() -> Any:
         for k in range(min(200, n_images)):
@@ -153,7 +224,7 @@ def train_localiser(out_dir: Path, n_images: int, epochs: int, seed: int) -> Pat
     manifest = {
         "schema_version": 1,
         "id": "film-localiser",
-        "version": "1.0.0",
+        "version": version,
         "kind": "localiser",
         "file": MODEL_FILE,
         "sha256": hashlib.sha256(blob).hexdigest(),
@@ -168,12 +239,19 @@ def train_localiser(out_dir: Path, n_images: int, epochs: int, seed: int) -> Pat
         "outputs": {"mask": {"index": 0}},
         "provenance": {
             "data": (
-                f"{n_images} kiosk.camera.scene renderings (seed {seed}): phantom chests"
-                + (" and Kermany digital chest X-rays" if _KERMANY.is_dir() else "")
+                f"{n_images} renderings by scene generator(s) {generators} "
+                "(A kiosk.camera.scene, B kiosk.lab.photoscene; seed "
+                f"{seed}): phantom chests"
+                + (
+                    " and Kermany digital chest X-rays of the classifier's training split"
+                    if _KERMANY.is_dir()
+                    else ""
+                )
             ),
             "training_run": (
-                f"kiosk.lab.localiser_train.train_localiser(n_images={n_images}, epochs={epochs}, "
-                f"seed={seed}); final val loss (BCE + Dice) {val_loss:.4f}"
+                f"python -m kiosk.lab.localiser_train --n-images {n_images} --epochs {epochs} "
+                f"--seed {seed} --generators {generators}; final val loss (BCE + Dice) "
+                f"{val_loss:.4f}"
             ),
         },
         "licence": (
@@ -208,6 +286,8 @@ if __name__ == "__main__":
     parser.add_argument("--n-images", type=int, default=1600)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generators", default="AB", help="A, B or AB")
+    parser.add_argument("--version", default="2.0.0", help="the manifest's version")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    train_localiser(args.out, args.n_images, args.epochs, args.seed)
+    train_localiser(args.out, args.n_images, args.epochs, args.seed, args.generators, args.version)

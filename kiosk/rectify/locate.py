@@ -36,6 +36,9 @@ MIN_FILM_AREA = 0.04  # of the frame
 MIN_FILL = 0.80  # component area / fitted quad area: a film is a filled quadrilateral
 BORDER_PX = 2  # at work resolution: touching the frame means cut off
 LOCALISER_MASK_W = 128  # width of the localiser's output mask
+# mask cells along one frame edge that must be film for the film to run out there: a film
+# near the edge but inside the frame blurs into at most a cell or two of the edge
+MASK_EDGE_RUN = 4
 
 
 def dominant_lines(
@@ -113,6 +116,15 @@ class Detection:
     quad_work: np.ndarray  # (4, 2) at work resolution
     fill: float
     area_fraction: float
+    # whether the film runs out of the frame, when the detector knows better than the quad
+    # (the localiser's mask touching the frame's edge); None: judge the quad (quad_cut_off)
+    cut_off: bool | None = None
+    # the localiser's certainty (``mask_crispness``); 1.0 for the classical detectors
+    crisp: float = 1.0
+
+    def runs_out(self, work_hw: tuple[int, int]) -> bool:
+        """The film runs out of the frame (see ``cut_off``)."""
+        return quad_cut_off(self.quad_work, work_hw) if self.cut_off is None else self.cut_off
 
 
 def detect_film(trans: np.ndarray, lit: np.ndarray) -> Detection | None:
@@ -202,8 +214,22 @@ def quad_cut_off(quad: np.ndarray, size: tuple[int, int]) -> bool:
     return False
 
 
+def mask_crispness(prob: np.ndarray) -> float:
+    """Share of the mask's cells away from the film's outline (more than two cells from it)
+    that are clearly film or clearly not (p > 0.85 or p < 0.15). A scene like the localiser's
+    training gives a crisp mask whatever the film's size; one unlike it, a hesitant grey one."""
+    film = (prob > 0.5).astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    outline = cv2.dilate(film, k, iterations=2) != cv2.erode(film, k, iterations=2)
+    away = ~outline
+    if not away.any():
+        return 0.0
+    return float(((prob < 0.15) | (prob > 0.85))[away].mean())
+
+
 def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -> Detection | None:
-    """Film quad (work-resolution pixels) from the localiser's mask."""
+    """Film quad (work-resolution pixels) from the localiser's mask; the film runs out of the
+    frame when its mask covers ``MASK_EDGE_RUN`` or more cells along an edge of the frame."""
     spec = model.manifest.input
     small = shrink(photo, (spec.width, spec.height)).astype(np.float32)
     tensor = (small - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
@@ -216,9 +242,13 @@ def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     if stats[biggest, cv2.CC_STAT_AREA] < MIN_FILM_AREA * mh * mw:
         return None
-    det = component_quad(labels == biggest, (mh, mw))
+    film = labels == biggest
+    det = component_quad(film, (mh, mw))
     if det is None:
         return None
+    edges = (film[0], film[-1], film[:, 0], film[:, -1])
+    runs_out = any(int(e.sum()) >= MASK_EDGE_RUN for e in edges)
     wh, ww = work_hw
     quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
-    return Detection(quad.astype(np.float32), det.fill, det.area_fraction)
+    crisp = mask_crispness(prob)
+    return Detection(quad.astype(np.float32), det.fill, det.area_fraction, runs_out, crisp)

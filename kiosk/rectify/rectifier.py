@@ -48,10 +48,19 @@ from kiosk.rectify.texture import detect_by_texture
 logger = logging.getLogger(__name__)
 
 PANEL_SEEN_RATIO = 0.3  # lit panel outside the film, as a share of the film's area
+CLEAR_BASE_MIN_T = 0.45  # a "clear margin" darker than this is a black or grey one (as _doubtful)
+MIN_PANEL_PX = 50  # panel pixels (work resolution, every other) to white-balance on
+# the localiser's quad is used only from a mask this crisp (chosen in docs/rectify.md)
+LOCALISER_MIN_CRISP = 0.97
 
 METHODS = ("auto", "classical", "learned", "combined")
 # what "auto" means: the best method on the benchmark in docs/rectify.md
-AUTO_METHOD = "classical"
+AUTO_METHOD = "combined"
+
+
+def uses_localiser(method: str) -> bool:
+    """Whether rectify ``method`` runs the localiser (callers load it only then)."""
+    return method in ("learned", "combined") or (method == "auto" and AUTO_METHOD != "classical")
 
 
 def rectify(
@@ -83,11 +92,12 @@ def rectify_capture(
 
     ``reference`` (the empty lightbox at this exposure) makes the density measurement exact;
     without it the lightbox is estimated from what is visible around the film.
-    ``method``: "classical" (lightbox model + dark region + line fits), "learned" (the int8
-    localiser's mask; ``localiser`` is that model, loaded by the caller), "combined"
-    (classical; the localiser's quad when the classical detector
-    finds nothing) or "auto" (``AUTO_METHOD``, the best on the benchmark). Every method
-    refines the corners at full resolution with the same edge profiles.
+    ``method``: "classical" (lightbox model + dark region + line fits, texture when that is
+    doubtful), "learned" (the int8 localiser's mask first; ``localiser`` is that model, loaded
+    by the caller), "combined" (classical; the localiser's quad where the classical detection
+    is missing or doubtful) or "auto" (``AUTO_METHOD``, chosen in docs/rectify.md). Every
+    method refines the corners at full resolution with the same edge profiles (see
+    ``_locate``).
     """
     if method not in METHODS:
         raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(METHODS)}")
@@ -111,30 +121,19 @@ def rectify_capture(
     light = measure_light(photo, reference)
     wh, ww = light.work_hw
     trans, lit = light.trans, light.lit
-    det = detect_film(trans, lit) if method != "learned" else None
-    learned: Detection | None = None
-    if method in ("learned", "combined"):
-        if localiser is None:
-            raise ModelError(
-                f"Rectify method {method!r} needs the film localiser, and none was loaded",
-                "Use rectify method 'classical', or install models/film-localiser.json",
-            )
-        learned = learned_detection(localiser, photo, (wh, ww))
-    learned_half = 0.0
-    if learned is not None and (det is None or det.fill < MIN_FILL):
-        # the classical detector found nothing: take the localiser's quad
-        det = learned
-        learned_half = 1.5 * W / LOCALISER_MASK_W + 4.0
     lit_sub = lit[::3, ::3]
     clipped_lb = (
         float((light.small[::3, ::3][lit_sub].max(axis=-1) >= CLIP_LEVEL).mean())
         if lit_sub.any()
         else 0.0
     )
-    if _doubtful(det, clipped_lb, light, (wh, ww)):
-        det, by_texture = _prefer_texture(det, detect_by_texture(light.small), (wh, ww))
-    else:
-        by_texture = False
+    det, source, learned_half, crisp = _locate(method, light, photo, localiser, clipped_lb)
+    by_texture = source == "texture"
+    # the lightbox model is trusted for edges, density and glare unless the film was found
+    # by its texture, or the localiser's film sits where the panel reads doubtfully
+    lightbox_seen = not by_texture and not (
+        source == "localiser" and det is not None and _doubtful(det, clipped_lb, light, (wh, ww))
+    )
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
     box_px = lit_sub & (np.abs(trans[::3, ::3] - 1.0) < 0.1)
     lum_sub = light.lum[::3, ::3]
@@ -143,8 +142,9 @@ def rectify_capture(
         "lightbox_linear": lightbox_level,
         "lightbox_clipped_fraction": clipped_lb,
         "reference_used": 1.0 if light.model_kind == "reference" else 0.0,
-        "localiser_used": 1.0 if method in ("learned", "combined") else 0.0,
+        "localiser_used": 1.0 if source == "localiser" else 0.0,
         "located_by_texture": 1.0 if by_texture else 0.0,
+        "localiser_crisp": crisp,
     }
     if det is None or det.fill < MIN_FILL:
         none_flags = ["no_film"]
@@ -154,12 +154,16 @@ def rectify_capture(
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
         return RectifyResult("rejected", None, None, make_quality(none_flags, metrics), timings)
     coarse = light.to_frame(det.quad_work)
-    clear_t = 1.0 if by_texture else clear_film_level(trans, det.quad_work)
+    clear_t = clear_film_level(trans, det.quad_work) if lightbox_seen else 1.0
     metrics["film_area_fraction"] = det.area_fraction
     metrics["clear_film_transmittance"] = clear_t
     t1 = time.perf_counter()
-    cut_off = quad_cut_off(det.quad_work, (wh, ww))
-    if cut_off or by_texture:
+    cut_off = det.runs_out((wh, ww))
+    if not cut_off and source == "localiser":
+        # the mask says the film is in the frame: a quad a fraction of a cell over the edge
+        # is brought inside
+        coarse = np.clip(coarse, 0.0, [W - 1.0, H - 1.0]).astype(np.float32)
+    if cut_off or not lightbox_seen:
         corners = coarse
         sigma, used = float("nan"), 0
     else:
@@ -171,7 +175,13 @@ def rectify_capture(
             logger.debug("Refinement moved a corner too far; keeping the coarse quad")
             corners = coarse
         if side_fraction < MIN_SIDE_FRACTION:
-            if clipped_lb > LIGHTBOX_CLIPPED_NOTE:
+            if source == "localiser":
+                # the localiser's mask, not the dark region, bounds the film: a side without
+                # a lightbox edge keeps the mask's line (refine_corners does so per side);
+                # the panel model is not trusted under a film whose edges it does not show
+                lightbox_seen, sigma, clear_t = False, float("nan"), 1.0
+                metrics["clear_film_transmittance"] = clear_t
+            elif clipped_lb > LIGHTBOX_CLIPPED_NOTE:
                 # the edges cannot be measured (a clipped lightbox and a clipped clear margin
                 # look alike): keep the coarse quad, which lies inside the frame
                 corners, sigma = coarse, float("nan")
@@ -184,18 +194,22 @@ def rectify_capture(
                     and textured.fill >= MIN_FILL
                     and not quad_cut_off(textured.quad_work, (wh, ww))
                 ):
-                    det, by_texture = textured, True
+                    det, by_texture, lightbox_seen = textured, True, False
                     metrics["located_by_texture"] = 1.0
                     corners, sigma, clear_t = light.to_frame(textured.quad_work), math.nan, 1.0
                     metrics["clear_film_transmittance"] = clear_t
                 else:
                     cut_off = True
-        cut_off = cut_off or bool(
+        outside = bool(
             (corners[:, 0] < 0).any()
             or (corners[:, 1] < 0).any()
             or (corners[:, 0] > W - 1).any()
             or (corners[:, 1] > H - 1).any()
         )
+        if source == "localiser":
+            corners = np.clip(corners, 0.0, [W - 1.0, H - 1.0]).astype(np.float32)
+        else:
+            cut_off = cut_off or outside
     timings["refine_ms"] = (time.perf_counter() - t1) * 1000
     diag = float(np.hypot(*(corners[2] - corners[0])))
     metrics["edge_points"] = float(used)
@@ -206,22 +220,77 @@ def rectify_capture(
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
         return RectifyResult("rejected", corners, None, make_quality(["cut_off"], metrics), timings)
     t2 = time.perf_counter()
-    film = develop_film(capture, corners, light, clear_t, lightbox_seen=not by_texture)
+    film = develop_film(capture, corners, light, clear_t, lightbox_seen=lightbox_seen)
     timings["develop_ms"] = (time.perf_counter() - t2) * 1000
-    metrics.update(_colour_and_surround(light, corners))
+    metrics.update(_colour_and_surround(light, corners, lightbox_seen=lightbox_seen))
     # the clear margin's level is trusted as the glare limit only when a real stretch of
     # lightbox surrounds the film; otherwise (a clipped or hidden panel: the "lightbox" may be
     # the clear margin itself) only light brighter than the panel model counts as glare
+    # (a black or grey margin is no clear base: then, too, only light above the panel counts)
     panel_seen = metrics["lightbox_visible_ratio"] >= PANEL_SEEN_RATIO
-    glare_t = clear_t * 1.08 if panel_seen else 1.02
-    metrics.update(_film_measurements(film, glare_t, lightbox_seen=not by_texture))
+    glare_t = clear_t * 1.08 if panel_seen and clear_t >= CLEAR_BASE_MIN_T else 1.02
+    metrics.update(_film_measurements(film, glare_t, lightbox_seen=lightbox_seen))
     metrics["edge_blur_fraction"] = float("nan") if math.isnan(sigma) else sigma / diag
-    if lightbox_level < DARK_LIGHTBOX and not by_texture:
+    if lightbox_level < DARK_LIGHTBOX and lightbox_seen:
         metrics["lung_crushed_fraction"] = max(metrics["lung_crushed_fraction"], 1.0)
     quality = judge_photo(metrics)
     timings["total_ms"] = (time.perf_counter() - t0) * 1000
     status: Literal["ok", "rejected"] = "ok" if quality.ok else "rejected"
     return RectifyResult(status, corners.astype(np.float32), film.grey, quality, timings)
+
+
+def _locate(
+    method: str,
+    light: Light,
+    photo: np.ndarray,
+    localiser: MaskModel | None,
+    clipped_lb: float,
+) -> tuple[Detection | None, str, float, float]:
+    """The coarse film quad, which detector found it ("localiser", "transmittance" or
+    "texture"), the half-width (px) its refinement may search and the localiser's mask
+    crispness (NaN when it did not run).
+
+    "learned": the localiser's quad first, the classical detectors when its mask holds no
+    filled quadrilateral. "combined": the transmittance detector first, the localiser's quad
+    when that finds nothing or is doubtful (``_doubtful``), the texture detector when neither
+    holds. "classical": transmittance, checked against texture when doubtful.
+    """
+    wh, ww = light.work_hw
+    if method in ("learned", "combined") and localiser is None:
+        raise ModelError(
+            f"Rectify method {method!r} needs the film localiser, and none was loaded",
+            "Use rectify method 'classical', or install models/film-localiser.json",
+        )
+    learned_half = 1.5 * photo.shape[1] / LOCALISER_MASK_W + 4.0
+    crisp = float("nan")
+
+    def proposal() -> Detection | None:
+        """The localiser's quad when its mask is a filled quadrilateral, and crisp."""
+        nonlocal crisp
+        assert localiser is not None
+        # from the work copy (already box-averaged): a 12 MP frame is not shrunk twice
+        found = learned_detection(localiser, light.small, (wh, ww))
+        if found is None:
+            return None
+        crisp = found.crisp
+        return found if found.fill >= MIN_FILL and found.crisp >= LOCALISER_MIN_CRISP else None
+
+    if method == "learned":
+        learned = proposal()
+        if learned is not None:
+            return learned, "localiser", learned_half, crisp
+    det = detect_film(light.trans, light.lit)
+    if _doubtful(det, clipped_lb, light, (wh, ww)):
+        if method == "combined":
+            # the transmittance detection is missing or doubtful: the localiser's quad (run
+            # only now: a confident classical detection costs no inference), else texture
+            learned = proposal()
+            if learned is not None:
+                return learned, "localiser", learned_half, crisp
+        det, by_texture = _prefer_texture(det, detect_by_texture(light.small), (wh, ww))
+        if by_texture:
+            return det, "texture", 0.0, crisp
+    return det, "transmittance", 0.0, crisp
 
 
 def _doubtful(
@@ -231,9 +300,12 @@ def _doubtful(
     nothing usable, a film running out of the frame, or signs that what looked like lit panel
     is not (``clipped_lb``, its clipped share, over half, or the "clear margin" as dark as
     tissue)."""
-    if det is None or det.fill < MIN_FILL or quad_cut_off(det.quad_work, work_hw):
+    if det is None or det.fill < MIN_FILL or det.runs_out(work_hw):
         return True
-    return clipped_lb > LIGHTBOX_CLIPPED_NOTE or clear_film_level(light.trans, det.quad_work) < 0.45
+    return (
+        clipped_lb > LIGHTBOX_CLIPPED_NOTE
+        or clear_film_level(light.trans, det.quad_work) < CLEAR_BASE_MIN_T
+    )
 
 
 def _prefer_texture(
@@ -284,9 +356,12 @@ def _film_measurements(film: Developed, glare_t: float, *, lightbox_seen: bool) 
     }
 
 
-def _colour_and_surround(light: Light, corners: np.ndarray) -> dict[str, float]:
-    """Colourfulness inside the film (white-balanced on the lightbox around it) and glare on
-    the lightbox around it (a note, not a refusal)."""
+def _colour_and_surround(
+    light: Light, corners: np.ndarray, *, lightbox_seen: bool = True
+) -> dict[str, float]:
+    """Colourfulness inside the film (white-balanced on the lightbox around it; on the film's
+    own mean colour when the panel around it is not seen or not trusted: a radiograph is grey
+    on any panel) and glare on the lightbox around it (a note, not a refusal)."""
     wh, ww = light.work_hw
     film_w = np.zeros((wh, ww), np.uint8)
     cv2.fillConvexPoly(film_w, np.round(light.to_work(corners)).astype(np.int32), 1)
@@ -300,7 +375,10 @@ def _colour_and_surround(light: Light, corners: np.ndarray) -> dict[str, float]:
     lin_small = SRGB_TO_LINEAR[light.small[sub]]
     around = (light.lit & (film_w == 0) & (np.abs(light.trans - 1.0) < 0.1))[sub]
     within = inner[sub]
-    lb_rgb = np.median(lin_small[around], axis=0) if around.any() else np.ones(3)
+    if lightbox_seen and around.sum() >= MIN_PANEL_PX:
+        lb_rgb = np.median(lin_small[around], axis=0)
+    else:
+        lb_rgb = lin_small[within].mean(axis=0) if within.any() else np.ones(3)
     wb = np.clip(lin_small[within] / np.maximum(lb_rgb, 1e-4) * lb_rgb.mean(), 0, 1)
     wb_srgb = (np.power(wb, 1 / 2.2) * 255).astype(np.uint8)
     film_px = max(1, int(film_w.sum()))

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from kiosk.lab.photo_study.records import logger
+from kiosk.lab.photo_study.films import MANIFEST
+from kiosk.lab.photo_study.records import Models, logger
 from kiosk.lab.photo_study.report import to_markdown
 from kiosk.lab.photo_study.study import run_study
 from kiosk.lab.photo_study.summary import summarise
@@ -47,6 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="JSON file (a .md sibling too)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument(
+        "--method", default="auto", help="rectify method: auto, classical, learned, combined"
+    )
+    ap.add_argument(
+        "--model", type=Path, default=MANIFEST, help="classifier manifest (default: the shipped)"
+    )
+    ap.add_argument(
+        "--localiser",
+        type=Path,
+        default=None,
+        help="folder holding film-localiser.json (for --method learned or combined)",
+    )
+    ap.add_argument(
         "--resummarise",
         action="store_true",
         help="recompute the summary and markdown from the records already in --out",
@@ -60,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.generator is None:
         ap.error("--generator is required (unless --resummarise)")
     else:
-        result = run_study(args.generator, args.n, args.seed, args.size, log_every=args.log_every)
+        models = Models(args.model, method=args.method, localiser_dir=args.localiser)
+        result = run_study(
+            args.generator, args.n, args.seed, args.size, models=models, log_every=args.log_every
+        )
     result = _clean(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

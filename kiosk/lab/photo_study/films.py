@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 
 from kiosk.camera import scene
-from kiosk.config import BUNDLED_MODELS_DIR, KERMANY_DIR
+from kiosk.config import BUNDLED_MODELS_DIR, DEFAULT_MODEL, KERMANY_DIR
 
-MANIFEST = BUNDLED_MODELS_DIR / "cxr-pneumonia-effl0.json"
+MANIFEST = BUNDLED_MODELS_DIR / f"{DEFAULT_MODEL}.json"
 SPLIT_CSV = BUNDLED_MODELS_DIR / "cxr-pneumonia-effl0.split.csv"
 LABELS = {"NORMAL": 0, "PNEUMONIA": 1}
 

@@ -18,7 +18,7 @@ from kiosk.lab.photo_study.scenes import Shot, scenes_a, scenes_b
 from kiosk.lab.rectify_bench import quad_iou
 from kiosk.model.classifier import Classifier
 from kiosk.model.ood import OodDetector
-from kiosk.rectify.rectifier import rectify
+from kiosk.rectify.rectifier import rectify, uses_localiser
 
 # the package's logger (the CLI sets its level), as when the study was one module
 logger = logging.getLogger("kiosk.lab.photo_study")
@@ -34,9 +34,27 @@ def _corner_errors(found: np.ndarray, true: np.ndarray, diag: float) -> tuple[fl
 
 
 class Models:
-    """The classifier, its OOD gate and a cache of the digital films' outputs."""
+    """The classifier, its OOD gate, the rectify method (and the localiser it needs, loaded
+    from ``localiser_dir``) and a cache of the digital films' outputs."""
 
-    def __init__(self, manifest: Path = MANIFEST, threads: int = 2) -> None:
+    def __init__(
+        self,
+        manifest: Path = MANIFEST,
+        threads: int = 2,
+        *,
+        method: str = "auto",
+        localiser_dir: Path | None = None,
+    ) -> None:
+        self.method = method
+        self.localiser = None
+        if localiser_dir is not None or uses_localiser(method):
+            from kiosk.model.localiser import load_localiser
+
+            folder = localiser_dir if localiser_dir is not None else manifest.parent
+            self.localiser = load_localiser(folder, threads=threads)
+            if self.localiser is None:
+                raise FileNotFoundError(f"no film-localiser.json in {folder}")
+        self.manifest_path = Path(manifest)
         self.classifier = Classifier.from_manifest(manifest, threads=threads)
         ood_file = self.classifier.manifest.ood.get("file")
         self.ood = OodDetector.load(manifest.parent / str(ood_file)) if ood_file else None
@@ -73,7 +91,7 @@ def measure(
 ) -> dict[str, Any]:
     """Rectify one photo, classify what it gives and compare with the truth."""
     ref, ref_status = _reference(shot.reference)
-    res = rectify(shot.image, ref)
+    res = rectify(shot.image, ref, method=models.method, localiser=models.localiser)
     q = res.quality
     h, w = size
     diag = math.hypot(h, w)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.lab.photo_study.auroc import n_boot
-from kiosk.lab.photo_study.films import MANIFEST, SPLIT_CSV, FilmRef, holdout_films
+from kiosk.lab.photo_study.films import SPLIT_CSV, FilmRef, holdout_films
 from kiosk.lab.photo_study.records import Models, collect
 from kiosk.lab.photo_study.summary import summarise
 
@@ -38,7 +38,9 @@ def run_study(
         "films_source": "phantoms (AUROC not available)"
         if films[0].label is None
         else f"Kermany holdout of {SPLIT_CSV.name} ({len(films)} films, seeded order)",
-        "model": MANIFEST.name,
+        "model": models.manifest_path.name,
+        "rectify_method": models.method,
+        "localiser_sha256": None if models.localiser is None else models.localiser.manifest.sha256,
         "ood_threshold": None if models.ood is None else models.ood.threshold,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU, "
         f"Python {platform.python_version()}",
