@@ -27,6 +27,10 @@ ENV_PREFIX = "KIOSK_"
 # Environment variables that are not configuration fields.
 ENV_NOT_FIELDS = frozenset({"KIOSK_CONFIG"})
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# The bundled model the kiosk runs unless told otherwise: tuned on digital films and on
+# photographs of them (models/cxr-pneumonia-effl0-photo.md); the digital-only
+# cxr-pneumonia-effl0 stays installable beside it.
+DEFAULT_MODEL = "cxr-pneumonia-effl0-photo"
 # 16 real films (CC BY 4.0, attribution beside them) for the simulator camera of the demo
 DEMO_FILMS_DIR = Path(__file__).resolve().parent.parent / "demo" / "films"
 # The developers' training images beside the repository (read-only; absent on a kiosk)
@@ -122,7 +126,7 @@ class KioskConfig(Section):
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/lightbox-kiosk")
     models_dir: Path = BUNDLED_MODELS_DIR
     # Model id: models_dir/<model>.json, unless a model was installed with `kiosk model install`.
-    model: str = "cxr-pneumonia-effl0"
+    model: str = DEFAULT_MODEL
     threads: int = Field(default=2, ge=1, le=16)
     # Reject images whose model features are far from the training X-rays ("not a chest
     # X-ray"). Switch off only to look at synthetic films (the demo does) or while

@@ -18,9 +18,17 @@ from kiosk.config import load_config
 from kiosk.imaging.encode import encode_jpeg
 from kiosk.pipeline import Pipeline
 
-pytestmark = pytest.mark.usefixtures("synthetic_films")
+pytestmark = pytest.mark.usefixtures("synthetic_films", "digital_model")
 
 N_PHOTOS = 68
+# the digital-only model ships a factory calibration for photographed films (the photo-tuned
+# default does not need one), so the fallback to it after a rollback is tested with that model
+MODEL = "cxr-pneumonia-effl0"
+
+
+@pytest.fixture
+def digital_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIOSK_MODEL", MODEL)
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,9 @@ class Scored:
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     """Simulated photos and the model's logits on those the rectifier accepts."""
     folder = tmp_path_factory.mktemp("labelled")
-    config = load_config(env={"KIOSK_DATA_DIR": str(folder / "unused"), "KIOSK_OOD_GATE": "0"})
+    config = load_config(
+        env={"KIOSK_DATA_DIR": str(folder / "unused"), "KIOSK_OOD_GATE": "0", "KIOSK_MODEL": MODEL}
+    )
     pipeline = Pipeline.from_config(config, load_classifier(config), None)
     accepted, logits, rejected = [], [], []
     for i in range(N_PHOTOS):

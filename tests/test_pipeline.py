@@ -22,6 +22,17 @@ def pipeline(data_dir: Path) -> Pipeline:
     return Pipeline.from_config(config, load_classifier(config), Store(config.db_path))
 
 
+# the digital-only model ships a factory calibration for photographed films (the photo-tuned
+# default's raw probabilities needed none: models/cxr-pneumonia-effl0-photo.md)
+FACTORY_ENV = {"KIOSK_OOD_GATE": "false", "KIOSK_MODEL": "cxr-pneumonia-effl0"}
+
+
+@pytest.fixture
+def factory_pipeline(data_dir: Path) -> Pipeline:
+    config = load_config(env={"KIOSK_DATA_DIR": str(data_dir), **FACTORY_ENV})
+    return Pipeline.from_config(config, load_classifier(config), Store(config.db_path))
+
+
 def test_result_is_committed_with_image_and_cam_before_it_is_returned(
     pipeline: Pipeline, data_dir: Path
 ) -> None:
@@ -53,7 +64,8 @@ def test_critical_disk_stores_nothing_and_says_so(pipeline: Pipeline) -> None:
     assert pipeline.store.list_results()[1] == before
 
 
-def test_calibration_of_another_model_is_never_applied(pipeline: Pipeline) -> None:
+def test_calibration_of_another_model_is_never_applied(factory_pipeline: Pipeline) -> None:
+    pipeline = factory_pipeline
     store = pipeline.store
     assert store is not None
     rng = np.random.default_rng(0)
@@ -117,9 +129,12 @@ def _own(pipeline: Pipeline) -> object:
     )
 
 
-def test_every_result_says_which_calibration_made_it(pipeline: Pipeline, data_dir: Path) -> None:
+def test_every_result_says_which_calibration_made_it(
+    factory_pipeline: Pipeline, data_dir: Path
+) -> None:
     """Factory while no site calibration is active, the site one once it is, stored with kind
     and date; a --no-store pipeline (no Store) applies the same active calibration."""
+    pipeline = factory_pipeline
     store = pipeline.store
     assert store is not None
     first = pipeline.analyze_image(photo(7).image, source="x", input_kind="photo")
@@ -143,7 +158,7 @@ def test_every_result_says_which_calibration_made_it(pipeline: Pipeline, data_di
             "label": f"site calibration {own.id} ({own.created_at[:10]})",  # type: ignore[attr-defined]
         }
     )
-    config = load_config(env={"KIOSK_DATA_DIR": str(data_dir), "KIOSK_OOD_GATE": "false"})
+    config = load_config(env={"KIOSK_DATA_DIR": str(data_dir), **FACTORY_ENV})
     no_store = Pipeline.from_config(config, pipeline.classifier, None)
     again = no_store.analyze_image(digital(7), source="x", input_kind="digital", store=False)
     assert again.calibration_id == own.id  # type: ignore[attr-defined]

@@ -49,7 +49,7 @@ def test_photographed_real_films_are_rectified_and_analysed(
 ) -> None:
     rng = np.random.default_rng(1)
     paths, truths = [], []
-    for i, (path, _) in enumerate(_holdout(kermany, 3)):
+    for i, (path, _) in enumerate(_holdout(kermany, 5)):
         film = read_image(path).pixels
         rendering = scene.render(film, scene.random_params(rng, difficulty=0.3), rng)
         out = tmp_path / f"photo{i}.jpg"
@@ -60,7 +60,11 @@ def test_photographed_real_films_are_rectified_and_analysed(
     assert proc.returncode == 0, proc.stderr
     out = lines(proc.stdout)
     ok = [(o, t) for o, t in zip(out, truths, strict=True) if o["status"] == "ok"]
-    assert len(ok) >= 5, [o["reason"] for o in out]
+    # ten films: one may run out of the frame, and the "not a chest X-ray" reference flags
+    # about 1 % of photographed real films (model card): at most one such refusal
+    assert len(ok) >= 8, [o["reason"] for o in out]
+    not_xray = [o for o in out if "not_xray" in o["quality"].get("flags", [])]
+    assert len(not_xray) <= 1, [o["reason"] for o in out]
     for o, truth in ok:
         diagonal = float(np.linalg.norm(truth[2] - truth[0]))
         error = np.linalg.norm(np.array(o["corners"]) - truth, axis=1).max()
@@ -68,7 +72,7 @@ def test_photographed_real_films_are_rectified_and_analysed(
         # so in its notes and is located to a few percent (docs/rectify.md)
         coarse = "film_edges_not_seen" in o["quality"]["notes"]
         assert error < (0.05 if coarse else 0.01) * diagonal, o["quality"]["notes"]
-    assert sum("film_edges_not_seen" not in o["quality"]["notes"] for o, _ in ok) >= 4
+    assert sum("film_edges_not_seen" not in o["quality"]["notes"] for o, _ in ok) >= 7
 
 
 def test_gate_rejects_what_is_not_a_chest_xray(

@@ -37,7 +37,10 @@ URL_ATTR = re.compile(r"""(?:src|href|action)\s*=\s*["']([^"']+)["']""", re.IGNO
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """One appliance with users of every role, one analysed film and some rejected results."""
     data_dir = tmp_path_factory.mktemp("web") / "data"
-    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=data_dir))
+    # the digital-only model: it ships a factory calibration, whose labelling is tested here
+    # (the photo-tuned default needs none; its results say "raw model scores", tested below)
+    config = KioskConfig(ood_gate=False, data_dir=data_dir, model="cxr-pneumonia-effl0")
+    appliance = Appliance.open(config)
     store = appliance.store
     for role in auth.ROLES:
         auth.add_user(store, role, role, PASSWORD)
@@ -590,7 +593,10 @@ def test_calibration_fit_activate_diagram_and_roll_back(tmp_path: Path) -> None:
     """The page fits through the same workflow as `kiosk calibrate`: record file, reliability
     diagram, checks and audit line; a calibration that fails the checks is not activated."""
     data_dir = tmp_path / "cal"
-    appliance = Appliance.open(KioskConfig(ood_gate=False, data_dir=data_dir))
+    # the digital-only model: it ships a factory calibration, whose labelling is tested here
+    # (the photo-tuned default needs none; its results say "raw model scores", tested below)
+    config = KioskConfig(ood_gate=False, data_dir=data_dir, model="cxr-pneumonia-effl0")
+    appliance = Appliance.open(config)
     try:
         store, manifest = appliance.store, appliance.pipeline.manifest
         auth.add_user(store, "sup", "supervisor", PASSWORD)

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     r.add_argument("--work", type=Path, default=DEFAULT_WORK)
     r.add_argument("--reuse-export", action="store_true", help="redo threshold + OOD only")
+    r.add_argument("--version", default="1.0.0", help="the manifest's model version")
+    r.add_argument("--ood-components", type=int, default=32)
+    r.add_argument("--ood-percentile", type=float, default=99.5)
     m = sub.add_parser("compare", help="shipped vs new on the holdout: digital, photo A, photo B")
     m.add_argument("manifests", nargs="+", type=Path, help="LABEL=MANIFEST.json, first = base")
     m.add_argument("--split-csv", type=Path, default=Path("models/cxr-pneumonia-effl0.split.csv"))
@@ -106,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             args.data,
             args.cache,
             args.work,
-            provenance=_provenance(args.model_id),
+            provenance=_provenance(args.model_id, args.weights),
+            version=args.version,
             licence=LICENCE,
             reuse_export=args.reuse_export,
+            ood_components=args.ood_components,
+            ood_percentile=args.ood_percentile,
         )
         print(json.dumps(chosen, indent=2))
     elif args.cmd == "compare":
@@ -132,12 +138,16 @@ LICENCE = (
 )
 
 
-def _provenance(model_id: str) -> dict[str, Any]:
+def _provenance(model_id: str, weights: Path) -> dict[str, Any]:
     shipped = json.loads(Path("models/cxr-pneumonia-effl0.json").read_text(encoding="utf-8"))
     prov = dict(shipped["provenance"])
+    # the generators the weights were tuned on, from their run record beside them
+    run = weights.with_suffix(".run.json")
+    gens = json.loads(run.read_text())["config"]["generator"] if run.is_file() else "A"
+    names = " and ".join(f"generator-{g}" for g in gens)
     prov.update(
         {
-            "data": prov["data"] + "; plus generator-A photo crops of the training films",
+            "data": prov["data"] + f"; plus {names} photo crops of the training films",
             "split": f"{model_id}.split.csv",
             "training_run": f"{model_id}.run.json",
             "weights": f"{model_id}.pt",

@@ -4,8 +4,8 @@
 ``export.export``, int8 calibrated on training films, half digital and half generator-A photo
 crops), choose the threshold by Youden's J on val digital + val generator-A crops pooled (int8
 model, product runtime), and fit the OOD reference on int8 features of training films: digital
-AND developed photo crops of both generators; its threshold is the 99.5th percentile of the
-val distances (digital + A + B crops).
+AND developed photo crops of both generators; its threshold is a high percentile (99.5th by
+default) of the val distances (digital + A + B crops).
 
 ``compare``: shipped vs new on the holdout patients (``photo_eval``), one process, same crops.
 
@@ -100,6 +100,9 @@ def release_photo_model(
     work: Path,
     *,
     ood_train_per_kind: int = 1500,
+    ood_components: int = 32,
+    ood_percentile: float = 99.5,
+    version: str = "1.0.0",
     calibration_count: int = 300,
     provenance: dict[str, Any] | None = None,
     licence: str = "",
@@ -140,6 +143,7 @@ def release_photo_model(
             provenance=prov,
             licence=licence,
             card=f"{model_id}.md",
+            version=version,
         )
         int8_manifest, f32_manifest = result.int8_manifest, result.f32_manifest
         port = asdict(result.port)
@@ -161,15 +165,16 @@ def release_photo_model(
         feats.append(cached_outputs(man, f"train{len(keep)}-{kind}", imgs[keep], work).features)
         used[kind] = len(keep)
     val_feats = np.concatenate([o.features for o in val_out.values()])
-    det = OodDetector.fit(np.concatenate(feats), val_feats, 32, 99.5)
+    det = OodDetector.fit(np.concatenate(feats), val_feats, ood_components, ood_percentile)
     ood_path = Path(models_dir) / f"{model_id}.ood.npz"
     det.save(ood_path)
-    entry = _ood_entry(ood_path, det, 32, 99.5)
+    entry = _ood_entry(ood_path, det, ood_components, ood_percentile)
     entry["fitted_on"] = (
         "int8 features of training-split films ("
         + ", ".join(f"{n} {k}" for k, n in used.items())
-        + "; photo crops developed with true corners); threshold: 99.5th percentile of the "
-        "validation split's distances (digital + generator A + generator B crops)"
+        + "; photo crops developed with true corners); threshold: "
+        f"{ood_percentile:g}th percentile of the validation split's distances (digital + "
+        "generator A + generator B crops)"
     )
     update_manifest(man, [threshold], entry)
     update_manifest(f32_manifest, [threshold], {})
