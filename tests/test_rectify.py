@@ -15,7 +15,7 @@ from kiosk.errors import ImageError
 from kiosk.imaging.geometry import quad_iou
 from kiosk.model.localiser import load_localiser, localiser_manifest
 from kiosk.rectify.gates import check_digital, looks_like_photo
-from kiosk.rectify.locate import Detection, MaskModel
+from kiosk.rectify.locate import Detection, MaskModel, mask_crispness
 from kiosk.rectify.rectifier import rectify
 
 SIZE = (540, 960)
@@ -320,3 +320,23 @@ def test_a_localiser_quad_runs_out_only_where_its_mask_says() -> None:
     assert not Detection(quad, 1.0, 0.3, cut_off=False).runs_out((120, 200))  # by the mask
     inside = np.array([[10, 10], [100, 10], [100, 90], [10, 90]], np.float32)
     assert Detection(inside, 1.0, 0.3, cut_off=True).runs_out((120, 200))
+
+
+def test_mask_crispness_ignores_the_outline_and_sees_a_hesitant_mask() -> None:
+    prob = np.zeros((72, 128), np.float32)
+    prob[10:60, 30:90] = 1.0
+    prob = cv2.GaussianBlur(prob, (0, 0), 1.0)  # a soft outline, as the network gives
+    assert mask_crispness(prob) > 0.99
+    grey = prob * 0.5 + 0.25  # the same film, but every cell unsure
+    assert mask_crispness(grey) < 0.5
+
+
+def test_a_mostly_white_colour_picture_is_a_photo_and_a_grey_radiograph_is_not() -> None:
+    rng = np.random.default_rng(4)
+    radiograph = np.repeat(phantom_chest(rng, (384, 384))[..., None], 3, axis=2)
+    assert not looks_like_photo(radiograph)
+    # a film beside an empty, clipped lightbox bay, on a dark housing, white-balanced grey
+    photo = np.full((540, 960, 3), 30, np.uint8)
+    photo[60:480, 500:900] = 255
+    photo[80:460, 120:440] = radiograph[::1, ::1][:380, :320]
+    assert looks_like_photo(photo)

@@ -187,9 +187,23 @@ def rectify_capture(
                 corners, sigma = coarse, float("nan")
             else:
                 # a side shows no lightbox-to-film edge: the frame's edge cuts the film, or
-                # the film hangs over the dark housing (it covers its bay); the texture tells
-                textured = detect_by_texture(light.small)
-                if (
+                # the film hangs over the dark housing (it covers its bay); the localiser
+                # ("combined") or else the texture tells
+                mask = None
+                if method == "combined" and localiser is not None:
+                    mask, metrics["localiser_crisp"] = _crisp_proposal(localiser, light)
+                textured = None if mask is not None else detect_by_texture(light.small)
+                # the mask overrules the missing edge only for a film clearly inside the
+                # frame: every corner a mask cell or more from the frame's edges
+                if mask is not None and _well_inside(mask.quad_work, (wh, ww)):
+                    source, lightbox_seen = "localiser", False
+                    metrics["localiser_used"] = 1.0
+                    corners = np.clip(light.to_frame(mask.quad_work), 0.0, [W - 1.0, H - 1.0])
+                    corners, sigma, clear_t = corners.astype(np.float32), math.nan, 1.0
+                    metrics["clear_film_transmittance"] = clear_t
+                elif mask is not None:
+                    cut_off = True
+                elif (
                     textured is not None
                     and textured.fill >= MIN_FILL
                     and not quad_cut_off(textured.quad_work, (wh, ww))
@@ -265,15 +279,10 @@ def _locate(
     crisp = float("nan")
 
     def proposal() -> Detection | None:
-        """The localiser's quad when its mask is a filled quadrilateral, and crisp."""
         nonlocal crisp
         assert localiser is not None
-        # from the work copy (already box-averaged): a 12 MP frame is not shrunk twice
-        found = learned_detection(localiser, light.small, (wh, ww))
-        if found is None:
-            return None
-        crisp = found.crisp
-        return found if found.fill >= MIN_FILL and found.crisp >= LOCALISER_MIN_CRISP else None
+        found, crisp = _crisp_proposal(localiser, light)
+        return found
 
     if method == "learned":
         learned = proposal()
@@ -291,6 +300,30 @@ def _locate(
         if by_texture:
             return det, "texture", 0.0, crisp
     return det, "transmittance", 0.0, crisp
+
+
+def _well_inside(quad: np.ndarray, work_hw: tuple[int, int]) -> bool:
+    """Every corner at least one localiser mask cell inside the frame (work pixels)."""
+    h, w = work_hw
+    cell = w / LOCALISER_MASK_W
+    x, y = quad[:, 0], quad[:, 1]
+    return bool(
+        (x >= cell).all()
+        and (y >= cell).all()
+        and (x <= w - 1 - cell).all()
+        and (y <= h - 1 - cell).all()
+    )
+
+
+def _crisp_proposal(localiser: MaskModel, light: Light) -> tuple[Detection | None, float]:
+    """The localiser's quad when its mask is a filled quadrilateral and crisp (else None),
+    and the mask's crispness (NaN without a mask)."""
+    # from the work copy (already box-averaged): a 12 MP frame is not shrunk twice
+    found = learned_detection(localiser, light.small, light.work_hw)
+    if found is None:
+        return None, float("nan")
+    usable = found.fill >= MIN_FILL and found.crisp >= LOCALISER_MIN_CRISP
+    return (found if usable else None), found.crisp
 
 
 def _doubtful(
