@@ -127,7 +127,13 @@ def rectify_capture(
         if lit_sub.any()
         else 0.0
     )
-    det, source, learned_half, crisp = _locate(method, light, photo, localiser, clipped_lb)
+    if method in ("learned", "combined") and localiser is None:
+        raise ModelError(
+            f"Rectify method {method!r} needs the film localiser, and none was loaded",
+            "Use rectify method 'classical', or install models/film-localiser.json",
+        )
+    proposal = _Proposal(localiser, light)
+    det, source, learned_half = _locate(method, light, photo, proposal, clipped_lb)
     by_texture = source == "texture"
     # the lightbox model is trusted for edges, density and glare unless the film was found
     # by its texture, or the localiser's film sits where the panel reads doubtfully
@@ -144,7 +150,7 @@ def rectify_capture(
         "reference_used": 1.0 if light.model_kind == "reference" else 0.0,
         "localiser_used": 1.0 if source == "localiser" else 0.0,
         "located_by_texture": 1.0 if by_texture else 0.0,
-        "localiser_crisp": crisp,
+        "localiser_crisp": proposal.crisp,
     }
     if det is None or det.fill < MIN_FILL:
         none_flags = ["no_film"]
@@ -189,17 +195,15 @@ def rectify_capture(
                 # a side shows no lightbox-to-film edge: the frame's edge cuts the film, or
                 # the film hangs over the dark housing (it covers its bay); the localiser
                 # ("combined") or else the texture tells
-                mask = None
-                if method == "combined" and localiser is not None:
-                    mask, metrics["localiser_crisp"] = _crisp_proposal(localiser, light)
+                mask = proposal.quad() if method == "combined" else None
+                metrics["localiser_crisp"] = proposal.crisp
                 textured = None if mask is not None else detect_by_texture(light.small)
                 # the mask overrules the missing edge only for a film clearly inside the
                 # frame: every corner a mask cell or more from the frame's edges
                 if mask is not None and _well_inside(mask.quad_work, (wh, ww)):
                     source, lightbox_seen = "localiser", False
                     metrics["localiser_used"] = 1.0
-                    corners = np.clip(light.to_frame(mask.quad_work), 0.0, [W - 1.0, H - 1.0])
-                    corners, sigma, clear_t = corners.astype(np.float32), math.nan, 1.0
+                    corners, sigma, clear_t = light.to_frame(mask.quad_work), math.nan, 1.0
                     metrics["clear_film_transmittance"] = clear_t
                 elif mask is not None:
                     cut_off = True
@@ -214,16 +218,16 @@ def rectify_capture(
                     metrics["clear_film_transmittance"] = clear_t
                 else:
                     cut_off = True
-        outside = bool(
-            (corners[:, 0] < 0).any()
-            or (corners[:, 1] < 0).any()
-            or (corners[:, 0] > W - 1).any()
-            or (corners[:, 1] > H - 1).any()
-        )
         if source == "localiser":
+            # the mask, not the quad, says whether the film is in the frame (above)
             corners = np.clip(corners, 0.0, [W - 1.0, H - 1.0]).astype(np.float32)
         else:
-            cut_off = cut_off or outside
+            cut_off = cut_off or bool(
+                (corners[:, 0] < 0).any()
+                or (corners[:, 1] < 0).any()
+                or (corners[:, 0] > W - 1).any()
+                or (corners[:, 1] > H - 1).any()
+            )
     timings["refine_ms"] = (time.perf_counter() - t1) * 1000
     diag = float(np.hypot(*(corners[2] - corners[0])))
     metrics["edge_points"] = float(used)
@@ -257,12 +261,11 @@ def _locate(
     method: str,
     light: Light,
     photo: np.ndarray,
-    localiser: MaskModel | None,
+    proposal: _Proposal,
     clipped_lb: float,
-) -> tuple[Detection | None, str, float, float]:
+) -> tuple[Detection | None, str, float]:
     """The coarse film quad, which detector found it ("localiser", "transmittance" or
-    "texture"), the half-width (px) its refinement may search and the localiser's mask
-    crispness (NaN when it did not run).
+    "texture") and the half-width (px) its refinement may search.
 
     "learned": the localiser's quad first, the classical detectors when its mask holds no
     filled quadrilateral. "combined": the transmittance detector first, the localiser's quad
@@ -270,36 +273,23 @@ def _locate(
     holds. "classical": transmittance, checked against texture when doubtful.
     """
     wh, ww = light.work_hw
-    if method in ("learned", "combined") and localiser is None:
-        raise ModelError(
-            f"Rectify method {method!r} needs the film localiser, and none was loaded",
-            "Use rectify method 'classical', or install models/film-localiser.json",
-        )
     learned_half = 1.5 * photo.shape[1] / LOCALISER_MASK_W + 4.0
-    crisp = float("nan")
-
-    def proposal() -> Detection | None:
-        nonlocal crisp
-        assert localiser is not None
-        found, crisp = _crisp_proposal(localiser, light)
-        return found
-
     if method == "learned":
-        learned = proposal()
+        learned = proposal.quad()
         if learned is not None:
-            return learned, "localiser", learned_half, crisp
+            return learned, "localiser", learned_half
     det = detect_film(light.trans, light.lit)
     if _doubtful(det, clipped_lb, light, (wh, ww)):
         if method == "combined":
             # the transmittance detection is missing or doubtful: the localiser's quad (run
             # only now: a confident classical detection costs no inference), else texture
-            learned = proposal()
+            learned = proposal.quad()
             if learned is not None:
-                return learned, "localiser", learned_half, crisp
+                return learned, "localiser", learned_half
         det, by_texture = _prefer_texture(det, detect_by_texture(light.small), (wh, ww))
         if by_texture:
-            return det, "texture", 0.0, crisp
-    return det, "transmittance", 0.0, crisp
+            return det, "texture", 0.0
+    return det, "transmittance", 0.0
 
 
 def _well_inside(quad: np.ndarray, work_hw: tuple[int, int]) -> bool:
@@ -315,15 +305,32 @@ def _well_inside(quad: np.ndarray, work_hw: tuple[int, int]) -> bool:
     )
 
 
-def _crisp_proposal(localiser: MaskModel, light: Light) -> tuple[Detection | None, float]:
-    """The localiser's quad when its mask is a filled quadrilateral and crisp (else None),
-    and the mask's crispness (NaN without a mask)."""
-    # from the work copy (already box-averaged): a 12 MP frame is not shrunk twice
-    found = learned_detection(localiser, light.small, light.work_hw)
-    if found is None:
-        return None, float("nan")
-    usable = found.fill >= MIN_FILL and found.crisp >= LOCALISER_MIN_CRISP
-    return (found if usable else None), found.crisp
+class _Proposal:
+    """The localiser's answer for one photo, run at most once: it may be wanted while
+    locating and again when a refined side shows no lightbox edge."""
+
+    def __init__(self, localiser: MaskModel | None, light: Light) -> None:
+        self._localiser = localiser
+        self._light = light
+        self._answer: tuple[Detection | None, float] | None = None
+
+    def quad(self) -> Detection | None:
+        """The localiser's quad when its mask is a filled quadrilateral and crisp, else None."""
+        if self._answer is None:
+            assert self._localiser is not None
+            # from the work copy (already box-averaged): a 12 MP frame is not shrunk twice
+            found = learned_detection(self._localiser, self._light.small, self._light.work_hw)
+            if found is None:
+                self._answer = None, float("nan")
+            else:
+                usable = found.fill >= MIN_FILL and found.crisp >= LOCALISER_MIN_CRISP
+                self._answer = (found if usable else None), found.crisp
+        return self._answer[0]
+
+    @property
+    def crisp(self) -> float:
+        """The mask's crispness; NaN when the localiser did not run or found no mask."""
+        return float("nan") if self._answer is None else self._answer[1]
 
 
 def _doubtful(
