@@ -151,3 +151,36 @@ def test_list_inputs_keeps_every_visible_file_in_order(tmp_path: Path) -> None:
     (tmp_path / "sub" / "c.jpg").write_bytes(b"x")
     names = [p.relative_to(tmp_path).as_posix() for p in list_inputs([tmp_path])]
     assert names == ["a.txt", "b.png", "sub/c.jpg"]
+
+
+def test_colour_jpeg_decodes_to_rgb_with_either_opencv_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenCV >= 4.10 decodes to RGB directly, older ones to BGR: both give the same RGB."""
+    import kiosk.imaging.decode as decode_module
+
+    rng = np.random.default_rng(3)
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[..., 0] = 200  # red, so a channel swap shows
+    rgb[..., 1] = rng.integers(0, 60, (64, 96))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
+    first = decode_image(buf.getvalue()).pixels
+    monkeypatch.setattr(decode_module, "_IMREAD_RGB", None)
+    second = decode_image(buf.getvalue()).pixels
+    assert first.shape == (64, 96, 3)
+    assert np.array_equal(first, second)
+    assert abs(float(first[..., 0].mean()) - 200) < 4 and float(first[..., 2].mean()) < 20
+
+
+def test_linear_luminance_opencv_path_matches_the_table() -> None:
+    """The OpenCV lookup-and-dot path equals the numpy table lookup within float32 rounding."""
+    from kiosk.imaging.colour import SRGB_TO_LINEAR, linear_luminance, linear_rgb
+
+    rgb = np.random.default_rng(4).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    lin = SRGB_TO_LINEAR[rgb]
+    expected = lin[..., 0] * 0.2126 + lin[..., 1] * 0.7152 + lin[..., 2] * 0.0722
+    assert np.allclose(linear_luminance(rgb), expected, rtol=1e-6, atol=1e-7)
+    # a non-contiguous view takes the numpy path and agrees too
+    assert np.allclose(linear_luminance(rgb[:, ::2]), expected[:, ::2], rtol=1e-6, atol=1e-7)
+    assert np.array_equal(linear_rgb(rgb[::2, ::3]), lin[::2, ::3])

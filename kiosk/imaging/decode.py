@@ -173,6 +173,9 @@ def _grey_if_grey(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+_IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
 def _decode_complete_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
     """A baseline RGB or grey JPEG that ends in its end-of-image marker, decoded by OpenCV's
     libjpeg-turbo (about twice as fast as PIL here); None when PIL must do it (other formats
@@ -181,13 +184,16 @@ def _decode_complete_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
         return None
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
         return None
-    flag = cv2.IMREAD_GRAYSCALE if img.mode == "L" else cv2.IMREAD_COLOR
+    # OpenCV >= 4.10 decodes straight to RGB; older ones (Bookworm's 4.6) give BGR
+    flag = cv2.IMREAD_GRAYSCALE if img.mode == "L" else _IMREAD_RGB or cv2.IMREAD_COLOR
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if decoded is None or decoded.shape[:2] != (img.size[1], img.size[0]):
         return None
     if decoded.ndim == 2:
         return decoded
-    return _grey_if_grey(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))
+    if not _IMREAD_RGB:
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return _grey_if_grey(decoded)
 
 
 def read_image(path: Path) -> LoadedImage:

@@ -49,7 +49,10 @@ def fit_smooth_surface(
         # normal equations: a 15x15 solve, far cheaper than an SVD-based lstsq
         coef = np.linalg.solve(b.T @ b + ridge * len(b), b.T @ v[use])
         surface = (basis @ coef).astype(np.float32)
-        use = mask.ravel() & (v >= keep_ratio * surface)
+        kept = mask.ravel() & (v >= keep_ratio * surface)
         if upper_ratio is not None:
-            use &= v <= upper_ratio * surface
+            kept &= v <= upper_ratio * surface
+        if np.array_equal(kept, use):  # converged: another round would fit the same pixels
+            break
+        use = kept
     return surface.reshape(h, w)

@@ -16,7 +16,7 @@ import numpy as np
 from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
-from kiosk.imaging.colour import SRGB_TO_LINEAR
+from kiosk.imaging.colour import linear_rgb
 from kiosk.rectify.develop import Developed, develop_film
 from kiosk.rectify.gates import (
     BLACK_LEVEL,
@@ -412,11 +412,12 @@ def _colour_and_surround(
     ring &= light.lit
     glare_ring = float((light.trans[ring] > GLARE_RING_T).mean()) if ring.any() else 0.0
     sub = (slice(None, None, 2), slice(None, None, 2))
-    lin_small = SRGB_TO_LINEAR[light.small[sub]]
+    lin_small = linear_rgb(light.small[sub])
     around = (light.lit & (film_w == 0) & (np.abs(light.trans - 1.0) < 0.1))[sub]
     within = inner[sub]
     if lightbox_seen and around.sum() >= MIN_PANEL_PX:
-        lb_rgb = np.median(lin_small[around], axis=0)
+        # per channel on contiguous rows: the same medians, several times faster than axis=0
+        lb_rgb = np.median(np.ascontiguousarray(lin_small[around].T), axis=1)
     else:
         lb_rgb = lin_small[within].mean(axis=0) if within.any() else np.ones(3)
     wb = np.clip(lin_small[within] / np.maximum(lb_rgb, 1e-4) * lb_rgb.mean(), 0, 1)
