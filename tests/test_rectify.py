@@ -340,3 +340,59 @@ def test_a_mostly_white_colour_picture_is_a_photo_and_a_grey_radiograph_is_not()
     photo[60:480, 500:900] = 255
     photo[80:460, 120:440] = radiograph[::1, ::1][:380, :320]
     assert looks_like_photo(photo)
+
+
+def _film_over_frame_edge(x0: float, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """A film with black margins on a lightbox lit up to the frame's right edge, placed so
+    that its sheet's right edge (x0 + 520) lies beyond the frame; its radiograph spans
+    x0 + 50 .. x0 + 470. Rendered in linear light: panel x film transmittance + room light."""
+    rng = np.random.default_rng(seed)
+    h, w = SIZE
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (512, 420)).astype(np.float32), (0, 0), 2.0)
+    digital = np.clip(phantom_chest(rng, (512, 420)) + 60 * texture, 0, 255)
+    t_film = np.full((600, 520), 0.004, np.float32)  # black margin: density 2.4
+    t_film[44:-44, 50:-50] = 10 ** -(0.3 + (255 - digital) / 255 * 2.0)
+    corners = np.array([[x0, 30], [x0 + 520, 40], [x0 + 515, 520], [x0 - 6, 512]], np.float32)
+    src = np.array([[0, 0], [520, 0], [520, 600], [0, 600]], np.float32) - 0.5
+    m = cv2.getPerspectiveTransform(src, corners)
+    t = cv2.warpPerspective(t_film, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=1.0)
+    panel = np.zeros((h, w), np.float32)
+    panel[20:520, 80:] = 0.9
+    lin = panel * t + 0.004
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    photo = np.repeat((srgb * 255)[..., None], 3, axis=2)
+    photo = np.clip(photo + rng.normal(0, 1.2, photo.shape), 0, 255).astype(np.uint8)
+    return photo, corners
+
+
+def test_a_film_whose_margin_alone_leaves_the_frame_is_read_and_one_whose_image_does_is_not() -> (
+    None
+):
+    """Only what lies at the frame's edge decides "cut off": the film's dark margin there is
+    no reason to refuse; its image there is."""
+    localiser = _localiser_or_skip()
+    photo, sheet = _film_over_frame_edge(460)  # image ends at x = 930 of 960
+    res = rectify(photo, method="auto", localiser=localiser)
+    assert res.status == "ok", res.quality
+    assert "film_at_frame_edge" in res.quality.notes
+    assert res.quality.metrics["frame_edge_content"] <= 0.4
+    assert res.corners is not None and quad_iou(res.corners, sheet, SIZE) > 0.9
+    cut, _ = _film_over_frame_edge(560)  # image runs to x = 1030: cut by the frame
+    res = rectify(cut, method="auto", localiser=localiser)
+    assert res.status == "rejected" and res.quality.flags[0] == "cut_off"
+    assert res.quality.metrics["frame_edge_content"] > 1.0
+
+
+def test_edge_content_sees_image_or_dark_at_the_frame_edge() -> None:
+    from kiosk.rectify.frame_edge import edge_content
+
+    lum = np.full((100, 160), 0.004, np.float32)  # dark surround
+    lum[10:90, 60:150] = 0.05  # the film's image, median 0.05
+    at_edge = np.array([[75, 10], [165, 10], [165, 90], [75, 90]], np.float32)
+    middle = np.array([[40, 25], [110, 25], [110, 75], [40, 75]], np.float32)
+    assert np.isnan(edge_content(lum, middle))  # no frame edge near the quad
+    # the quad reaches the right edge, where only the dark surround lies
+    assert edge_content(lum, at_edge) == pytest.approx(0.004 / 0.05, rel=0.01)
+    lum[10:90, 150:] = 0.08  # now the image runs to the frame's edge
+    assert edge_content(lum, at_edge) > 1.0
+    assert edge_content(lum, np.zeros((4, 2), np.float32)) == float("inf")  # no interior

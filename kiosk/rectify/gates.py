@@ -87,6 +87,9 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
     )
     if metrics.get("located_by_texture", 0.0) > 0 or by_mask:
         notes.append("film_edges_not_seen")
+    if metrics.get("film_edge_in_dark", 0.0) > 0:
+        # the quad reached the picture's edge, but only dark margin or housing lies there
+        notes.append("film_at_frame_edge")
     if metrics.get("reference_used", 0.0) == 0.0:
         notes.append("no_rig_reference")
     return make_quality(flags, metrics, notes=notes, checks=checks)

@@ -18,6 +18,7 @@ from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
 from kiosk.imaging.colour import linear_rgb
 from kiosk.rectify.develop import Developed, develop_film
+from kiosk.rectify.frame_edge import edge_content
 from kiosk.rectify.gates import (
     BLACK_LEVEL,
     CLIP_LEVEL,
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 PANEL_SEEN_RATIO = 0.3  # lit panel outside the film, as a share of the film's area
 CLEAR_BASE_MIN_T = 0.45  # a "clear margin" darker than this is a black or grey one (as _doubtful)
 MIN_PANEL_PX = 50  # panel pixels (work resolution, every other) to white-balance on
+# a quad at the frame's edge is not cut off when the brightest light at that edge is at most
+# this share of the film's median light: margin or housing, not image (docs/rectify.md)
+FRAME_EDGE_DARK_MAX = 0.4
 # the localiser's quad is used only from a mask this crisp (chosen in docs/rectify.md)
 LOCALISER_MIN_CRISP = 0.97
 
@@ -165,6 +169,7 @@ def rectify_capture(
     metrics["clear_film_transmittance"] = clear_t
     t1 = time.perf_counter()
     cut_off = det.runs_out((wh, ww))
+    cut_quad = det.quad_work  # the quad that says "cut off", for the frame-edge check
     if not cut_off and source == "localiser":
         # the mask says the film is in the frame: a quad a fraction of a cell over the edge
         # is brought inside
@@ -206,7 +211,7 @@ def rectify_capture(
                     corners, sigma, clear_t = light.to_frame(mask.quad_work), math.nan, 1.0
                     metrics["clear_film_transmittance"] = clear_t
                 elif mask is not None:
-                    cut_off = True
+                    cut_off, cut_quad = True, mask.quad_work
                 elif (
                     textured is not None
                     and textured.fill >= MIN_FILL
@@ -217,11 +222,13 @@ def rectify_capture(
                     corners, sigma, clear_t = light.to_frame(textured.quad_work), math.nan, 1.0
                     metrics["clear_film_transmittance"] = clear_t
                 else:
-                    cut_off = True
+                    cut_off, cut_quad = True, light.to_work(corners)
         if source == "localiser":
             # the mask, not the quad, says whether the film is in the frame (above)
             corners = np.clip(corners, 0.0, [W - 1.0, H - 1.0]).astype(np.float32)
         else:
+            if not cut_off:
+                cut_quad = light.to_work(corners)
             cut_off = cut_off or bool(
                 (corners[:, 0] < 0).any()
                 or (corners[:, 1] < 0).any()
@@ -233,6 +240,19 @@ def rectify_capture(
     metrics["edge_points"] = float(used)
     metrics["edge_sigma_px"] = sigma
     metrics["sharpness"] = float(diag / sigma) if not math.isnan(sigma) and sigma > 0 else 0.0
+    if cut_off:
+        # the quad comes to the frame's edge; only what lies *at* that edge says whether the
+        # radiograph is cut there, or only its dark margin or the unlit housing around it
+        content = edge_content(light.lum, cut_quad)
+        metrics["frame_edge_content"] = content
+        if content <= FRAME_EDGE_DARK_MAX:  # (NaN: no frame edge near the quad, still refused)
+            cut_off, lightbox_seen = False, False
+            corners = np.clip(light.to_frame(cut_quad), 0.0, [W - 1.0, H - 1.0]).astype(np.float32)
+            sigma, clear_t = math.nan, 1.0
+            metrics["clear_film_transmittance"] = clear_t
+            metrics["edge_sigma_px"] = sigma
+            metrics["sharpness"] = 0.0
+            metrics["film_edge_in_dark"] = 1.0
     if cut_off:
         metrics["edge_sigma_px"] = 0.0
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
