@@ -172,6 +172,9 @@ def test_check_digital() -> None:
     phantom = phantom_chest(np.random.default_rng(0), (512, 512))
     assert check_digital(phantom).ok
     assert check_digital(cv2.cvtColor(phantom, cv2.COLOR_GRAY2RGB)).ok
+    # a radiograph photographed on a warm panel (a uniform colour cast) is still a radiograph
+    warm = cv2.cvtColor(phantom, cv2.COLOR_GRAY2RGB).astype(np.float32) * [1.0, 0.86, 0.66]
+    assert check_digital(warm.astype(np.uint8)).ok
     assert "too_small" in check_digital(phantom[:64, :64]).flags
     assert "blank" in check_digital(np.full((512, 512), 128, np.uint8)).flags
     colourful = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)

@@ -20,7 +20,8 @@ import math
 import cv2
 import numpy as np
 
-from kiosk.rectify.photometry import colourfulness
+from kiosk.imaging.colour import linear_rgb
+from kiosk.rectify.photometry import balanced_colourfulness
 from kiosk.rectify.result import Quality, make_quality
 
 # refusals (lung region = the middle 60% x 60% of the developed film)
@@ -119,7 +120,10 @@ def check_digital(image: np.ndarray) -> Quality:
         flags.append("blank")
     if image.ndim == 3:
         rgb = image if image.dtype == np.uint8 else cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-        metrics["colourfulness"] = colourfulness(rgb[:: max(1, h // 256), :: max(1, w // 256)])
+        # balanced on the image's own mean colour (grey world): a radiograph scanned or
+        # photographed with a colour cast is grey again, a coloured picture is not
+        lin = linear_rgb(rgb[:: max(1, h // 256), :: max(1, w // 256)]).reshape(-1, 3)
+        metrics["colourfulness"] = balanced_colourfulness(lin, lin.mean(axis=0))
     aspect = max(h, w) / max(1, min(h, w))
     metrics["aspect"] = aspect
     if "blank" not in flags and (

@@ -36,6 +36,17 @@ def colourfulness(rgb: np.ndarray) -> float:
     )
 
 
+def balanced_colourfulness(linear: np.ndarray, white: np.ndarray) -> float:
+    """Colourfulness of linear RGB pixels (N, 3) once balanced to ``white`` (a von Kries
+    scaling in linear light): a radiograph on a warm or cool panel is grey again, a coloured
+    picture stays colourful."""
+    if linear.size == 0:
+        return 0.0
+    white = np.asarray(white, np.float32)
+    wb = np.clip(linear / np.maximum(white, 1e-4) * white.mean(), 0, 1)
+    return colourfulness((np.power(wb, 1 / 2.2) * 255).astype(np.uint8))
+
+
 def lit_mask(lum: np.ndarray) -> np.ndarray:
     """The lit panel at work resolution without a reference: the convex hull of the largest
     bright region (the panel is convex; the film inside it is a hole that fills)."""

@@ -39,9 +39,7 @@ from kiosk.rectify.locate import (
     learned_detection,
     quad_cut_off,
 )
-from kiosk.rectify.photometry import (
-    colourfulness,
-)
+from kiosk.rectify.photometry import balanced_colourfulness
 from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.texture import detect_by_texture
@@ -440,11 +438,9 @@ def _colour_and_surround(
         lb_rgb = np.median(np.ascontiguousarray(lin_small[around].T), axis=1)
     else:
         lb_rgb = lin_small[within].mean(axis=0) if within.any() else np.ones(3)
-    wb = np.clip(lin_small[within] / np.maximum(lb_rgb, 1e-4) * lb_rgb.mean(), 0, 1)
-    wb_srgb = (np.power(wb, 1 / 2.2) * 255).astype(np.uint8)
     film_px = max(1, int(film_w.sum()))
     return {
         "glare_ring_fraction": glare_ring,
-        "colourfulness": colourfulness(wb_srgb) if wb_srgb.size else 0.0,
+        "colourfulness": balanced_colourfulness(lin_small[within], lb_rgb),
         "lightbox_visible_ratio": float((light.lit & (film_w == 0)).sum()) / film_px,
     }
