@@ -176,3 +176,21 @@ def test_tiny_study_end_to_end(generator: str, models: ps.Models, tmp_path: Path
     out.write_text(json.dumps(clean, allow_nan=False))
     assert ps.main(["--resummarise", "--out", str(out)]) == 0
     assert out.with_suffix(".md").read_text().startswith("## Photo study")
+
+
+def test_true_crop_cuts_the_quadrilateral_out_upright() -> None:
+    """Issue 17's perfect crop: the film's true corners warped to a rectangle, no development."""
+    import cv2
+
+    from kiosk.lab.raw_crop_study import true_crop
+
+    photo = np.zeros((300, 400, 3), np.uint8)
+    corners = np.array([[100, 50], [300, 60], [290, 260], [110, 250]], np.float32)
+    cv2.fillConvexPoly(photo, np.round(corners).astype(np.int32), (200, 180, 160))
+    # a dark mark near the film's top-left corner stays at the crop's top-left
+    cv2.circle(photo, (130, 80), 8, (10, 10, 10), -1)
+    crop = true_crop(photo, corners)
+    h, w = crop.shape[:2]
+    assert abs(w - 200) <= 2 and abs(h - 200) <= 2
+    assert crop[h // 2, w // 2].tolist() == [200, 180, 160]
+    assert crop[: h // 3, : w // 3].min() < 30 and crop[-h // 3 :, -w // 3 :].min() > 150
