@@ -399,3 +399,52 @@ def test_edge_content_sees_image_or_dark_at_the_frame_edge() -> None:
     lum[10:90, 150:] = 0.08  # now the image runs to the frame's edge
     assert edge_content(lum, at_edge) > 1.0
     assert edge_content(lum, np.zeros((4, 2), np.float32)) == float("inf")  # no interior
+
+
+def _small_film_far_away(seed: int, film: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A small lightbox far from the camera: the film covers 2.5 % of the frame. Rendered in
+    linear light (panel x film transmittance + room light), a clear margin round the image."""
+    rng = np.random.default_rng(seed)
+    h, w = SIZE
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (256, 210)).astype(np.float32), (0, 0), 1.5)
+    digital = np.clip(phantom_chest(rng, (256, 210)) + 50 * texture, 0, 255)
+    t_film = np.full((280, 234), 0.6, np.float32)
+    t_film[12:-12, 12:-12] = 10 ** -(0.3 + (255 - digital) / 255 * 2.0)
+    fw, fh = 234 * 0.45, 280 * 0.45
+    cx, cy = 480, 270
+    corners = np.array(
+        [
+            [cx - fw / 2, cy - fh / 2],
+            [cx + fw / 2, cy - fh / 2 + 3],
+            [cx + fw / 2 - 2, cy + fh / 2],
+            [cx - fw / 2 + 1, cy + fh / 2 - 2],
+        ],
+        np.float32,
+    )
+    src = np.array([[0, 0], [234, 0], [234, 280], [0, 280]], np.float32) - 0.5
+    m = cv2.getPerspectiveTransform(src, corners)
+    t = cv2.warpPerspective(t_film, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=1.0)
+    panel = np.zeros((h, w), np.float32)
+    pw, ph = fw * 1.35, fh * 1.25
+    panel[int(cy - ph / 2) : int(cy + ph / 2), int(cx - pw / 2) : int(cx + pw / 2)] = 0.85
+    lin = panel * (t if film else 1.0) + 0.003
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    photo = np.repeat((srgb * 255)[..., None], 3, axis=2) * np.array([1.0, 0.97, 0.92])
+    photo = np.clip(photo + rng.normal(0, 1.2, photo.shape), 0, 255).astype(np.uint8)
+    return photo, corners
+
+
+def test_a_small_film_far_away_is_found_by_a_closer_look() -> None:
+    from kiosk.capture.bracket import FilmCapture
+    from kiosk.rectify.rectifier import _rectify_once
+
+    photo, sheet = _small_film_far_away(3)
+    first, _ = _rectify_once(FilmCapture.single(photo), None, "classical", None)
+    assert first.status == "rejected" and "no_film" in first.quality.flags  # too few pixels
+    res = rectify(photo, method="classical")
+    assert res.status == "ok", res.quality
+    assert "film_small_in_frame" in res.quality.notes
+    assert res.corners is not None and quad_iou(res.corners, sheet, SIZE) > 0.95
+    empty, _ = _small_film_far_away(3, film=False)
+    refused = rectify(empty, method="classical")
+    assert refused.status == "rejected" and "no_film" in refused.quality.flags

@@ -91,6 +91,9 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
     if metrics.get("film_edge_in_dark", 0.0) > 0:
         # the quad reached the picture's edge, but only dark margin or housing lies there
         notes.append("film_at_frame_edge")
+    if metrics.get("zoomed", 0.0) > 0:
+        # found only by a closer look around the lit panel: the film is small in the picture
+        notes.append("film_small_in_frame")
     if metrics.get("reference_used", 0.0) == 0.0:
         notes.append("no_rig_reference")
     return make_quality(flags, metrics, notes=notes, checks=checks)

@@ -52,6 +52,12 @@ MIN_PANEL_PX = 50  # panel pixels (work resolution, every other) to white-balanc
 # a quad at the frame's edge is not cut off when the brightest light at that edge is at most
 # this share of the film's median light: margin or housing, not image (docs/rectify.md)
 FRAME_EDGE_DARK_MAX = 0.4
+# a second, closer look when nothing was found: around the bright regions (each at least this
+# share of the frame), grown by this share of their box's long side, if that box covers at
+# most this share of the frame (docs/rectify.md)
+ZOOM_MIN_BRIGHT = 0.002
+ZOOM_PAD = 0.4
+ZOOM_MAX_AREA = 0.75
 # the localiser's quad is used only from a mask this crisp (chosen in docs/rectify.md)
 LOCALISER_MIN_CRISP = 0.97
 
@@ -101,6 +107,70 @@ def rectify_capture(
     method refines the corners at full resolution with the same edge profiles (see
     ``_locate``).
     """
+    result, light = _rectify_once(capture, reference, method, localiser)
+    if light is None or "no_film" not in result.quality.flags:
+        return result
+    # nothing found: a small lightbox far from the camera gives the detectors (480 px across
+    # the whole frame) too few pixels; look again at full resolution around the lit panel
+    box = zoom_box(light)
+    if box is None:
+        return result
+    x0, y0, x1, y1 = box
+    crop = FilmCapture(
+        tuple(np.ascontiguousarray(f[y0:y1, x0:x1]) for f in capture.frames),
+        capture.exposures,
+        dict(capture.metadata),
+        capture.captured_at,
+    )
+    # the rig reference covers the whole frame: the closer look models the panel it sees
+    zoomed, _ = _rectify_once(crop, None, method, localiser)
+    if zoomed.status != "ok" or zoomed.corners is None:
+        return result
+    metrics = dict(zoomed.quality.metrics)
+    metrics["zoomed"] = 1.0
+    timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in zoomed.timings_ms.items()}
+    corners = (zoomed.corners + np.array([x0, y0], np.float32)).astype(np.float32)
+    return RectifyResult("ok", corners, zoomed.film, judge_photo(metrics), timings)
+
+
+def zoom_box(light: Light) -> tuple[int, int, int, int] | None:
+    """Frame pixels (x0, y0, x1, y1) around the lit panel where a second, closer look pays:
+    the bounding box of the bright regions, grown by ``ZOOM_PAD`` of its long side; None when
+    that covers more than ``ZOOM_MAX_AREA`` of the frame (no closer than the first look)."""
+    lum = light.lum
+    h, w = lum.shape
+    bright = (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
+    n, _labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= ZOOM_MIN_BRIGHT * h * w]
+    if not keep:
+        return None
+    x0 = min(int(stats[i, cv2.CC_STAT_LEFT]) for i in keep)
+    y0 = min(int(stats[i, cv2.CC_STAT_TOP]) for i in keep)
+    x1 = max(int(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]) for i in keep)
+    y1 = max(int(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT]) for i in keep)
+    pad = ZOOM_PAD * max(x1 - x0, y1 - y0)
+    bx0, by0 = max(0.0, x0 - pad), max(0.0, y0 - pad)
+    bx1, by1 = min(float(w), x1 + pad), min(float(h), y1 + pad)
+    if (bx1 - bx0) * (by1 - by0) > ZOOM_MAX_AREA * h * w:
+        return None
+    s = 1.0 / light.scale
+    fh, fw = round(h * s), round(w * s)
+    return (
+        max(0, int(bx0 * s)),
+        max(0, int(by0 * s)),
+        min(fw, math.ceil(bx1 * s)),
+        min(fh, math.ceil(by1 * s)),
+    )
+
+
+def _rectify_once(
+    capture: FilmCapture,
+    reference: RigReference | None,
+    method: str,
+    localiser: MaskModel | None,
+) -> tuple[RectifyResult, Light | None]:
+    """One look at the whole capture: ``rectify_capture`` without the closer second look;
+    also returns the light it measured (None before it got that far)."""
     if method not in METHODS:
         raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(METHODS)}")
     if method == "auto":
@@ -160,7 +230,9 @@ def rectify_capture(
             none_flags = ["underexposed", "no_film"]
         metrics["film_area_fraction"] = 0.0 if det is None else det.area_fraction
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
-        return RectifyResult("rejected", None, None, make_quality(none_flags, metrics), timings)
+        return RectifyResult(
+            "rejected", None, None, make_quality(none_flags, metrics), timings
+        ), light
     coarse = light.to_frame(det.quad_work)
     clear_t = clear_film_level(trans, det.quad_work) if lightbox_seen else 1.0
     metrics["film_area_fraction"] = det.area_fraction
@@ -254,7 +326,9 @@ def rectify_capture(
     if cut_off:
         metrics["edge_sigma_px"] = 0.0
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
-        return RectifyResult("rejected", corners, None, make_quality(["cut_off"], metrics), timings)
+        return RectifyResult(
+            "rejected", corners, None, make_quality(["cut_off"], metrics), timings
+        ), light
     t2 = time.perf_counter()
     film = develop_film(capture, corners, light, clear_t, lightbox_seen=lightbox_seen)
     timings["develop_ms"] = (time.perf_counter() - t2) * 1000
@@ -272,7 +346,7 @@ def rectify_capture(
     quality = judge_photo(metrics)
     timings["total_ms"] = (time.perf_counter() - t0) * 1000
     status: Literal["ok", "rejected"] = "ok" if quality.ok else "rejected"
-    return RectifyResult(status, corners.astype(np.float32), film.grey, quality, timings)
+    return RectifyResult(status, corners.astype(np.float32), film.grey, quality, timings), light
 
 
 def _locate(
