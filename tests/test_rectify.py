@@ -345,7 +345,9 @@ def test_a_mostly_white_colour_picture_is_a_photo_and_a_grey_radiograph_is_not()
     assert looks_like_photo(photo)
 
 
-def _film_over_frame_edge(x0: float, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+def _film_over_frame_edge(
+    x0: float, seed: int = 11, d_range: tuple[float, float] = (0.3, 2.3), margins: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """A film with black margins on a lightbox lit up to the frame's right edge, placed so
     that its sheet's right edge (x0 + 520) lies beyond the frame; its radiograph spans
     x0 + 50 .. x0 + 470. Rendered in linear light: panel x film transmittance + room light."""
@@ -354,7 +356,10 @@ def _film_over_frame_edge(x0: float, seed: int = 11) -> tuple[np.ndarray, np.nda
     texture = cv2.GaussianBlur(rng.normal(0, 1, (512, 420)).astype(np.float32), (0, 0), 2.0)
     digital = np.clip(phantom_chest(rng, (512, 420)) + 60 * texture, 0, 255)
     t_film = np.full((600, 520), 0.004, np.float32)  # black margin: density 2.4
-    t_film[44:-44, 50:-50] = 10 ** -(0.3 + (255 - digital) / 255 * 2.0)
+    lo, hi = d_range
+    t_film[44:-44, 50:-50] = 10 ** -(lo + (255 - digital) / 255 * (hi - lo))
+    if not margins:  # the image fills the sheet
+        t_film = cv2.resize(t_film[44:-44, 50:-50], (520, 600), interpolation=cv2.INTER_LINEAR)
     corners = np.array([[x0, 30], [x0 + 520, 40], [x0 + 515, 520], [x0 - 6, 512]], np.float32)
     src = np.array([[0, 0], [520, 0], [520, 600], [0, 600]], np.float32) - 0.5
     m = cv2.getPerspectiveTransform(src, corners)
@@ -448,3 +453,31 @@ def test_a_small_film_far_away_is_found_by_a_closer_look() -> None:
     empty, _ = _small_film_far_away(3, film=False)
     refused = rectify(empty, method="classical")
     assert refused.status == "rejected" and "no_film" in refused.quality.flags
+
+
+def test_develop_never_crops_into_the_image_against_a_base_that_is_no_clear_film() -> None:
+    """Margins are cropped where they are as clear as the film's clear base. A measured "base"
+    darker than clear film (a black or grey margin, or none) is no base: measured against it, a
+    thin radiograph reads as "clear" from its edge inwards and would be cut (as developed
+    training crops of such generator-B films once were)."""
+    from kiosk.capture.bracket import FilmCapture
+    from kiosk.rectify.develop import develop_film
+    from kiosk.rectify.light import measure_light
+    from kiosk.rectify.warp import film_size
+
+    # a thin (under-exposed) radiograph filling its sheet, density 0.05-0.3
+    photo, sheet = _film_over_frame_edge(300, d_range=(0.05, 0.3), margins=False)
+    light = measure_light(photo, None)
+    w, h = film_size(sheet)
+    for dark_base in (0.4, 0.2):  # what clear_film_level reports for black or grey margins
+        grey = develop_film(FilmCapture.single(photo), sheet, light, dark_base).grey
+        assert grey.shape[0] >= 0.95 * h and grey.shape[1] >= 0.95 * w, dark_base
+    # a film with a real clear margin loses it
+    rng = np.random.default_rng(14)
+    shot = render(phantom_chest(rng, (384, 384)), _scene(14, glare_strength=0.0), rng, SIZE)
+    assert shot.corners is not None
+    from kiosk.rectify.develop import develop
+
+    clear = develop(shot.image, shot.corners)
+    cw, ch = film_size(shot.corners)
+    assert clear.shape[0] < 0.97 * ch or clear.shape[1] < 0.97 * cw

@@ -22,7 +22,7 @@ from kiosk.capture.bracket import FilmCapture, merge_linear
 from kiosk.capture.rig import RigReference
 from kiosk.rectify.light import Light, measure_light
 from kiosk.rectify.locate import clear_film_level
-from kiosk.rectify.photometry import LOG10_LINEAR
+from kiosk.rectify.photometry import CLEAR_BASE_MIN_T, LOG10_LINEAR
 from kiosk.rectify.warp import crop_margins, film_size, warp_film, warp_lightbox
 
 
@@ -75,7 +75,11 @@ def develop_film(
     if not lightbox_seen:
         density -= np.float32(np.percentile(density[::4, ::4], 0.5))
     t_film = np.power(np.float32(10.0), -density[::2, ::2])
-    base_d = -math.log10(clear_t) if lightbox_seen else 0.0  # else: the clearest is 0
+    # the margins cropped are clear film: at its base density when the film has a clear base;
+    # a black or grey margin is no base (measured against it, most of the image would look
+    # "clear" and be cut away), so then only what is as clear as the lightbox itself goes
+    clear_base = lightbox_seen and clear_t >= CLEAR_BASE_MIN_T
+    base_d = -math.log10(clear_t) if clear_base else 0.0  # (not seen: the clearest is 0)
     top, bottom, left, right = crop_margins(density[::2, ::2], base_d)
     top, bottom, left, right = 2 * top, 2 * bottom, 2 * left, 2 * right
     fh, fw = density.shape

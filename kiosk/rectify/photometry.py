@@ -19,6 +19,8 @@ from kiosk.imaging.surface import fit_smooth_surface
 
 LIT_IN_REFERENCE = 0.3  # flat-field level (99th pct = 1) above which the box is lit
 FIT_LONG_SIDE_PX = 112  # resolution of the smooth lightbox model
+# a film "margin" darker than this transmittance is a black or grey one, not a clear base
+CLEAR_BASE_MIN_T = 0.45
 LIGHTBOX_FIT_DEGREES = (2, 4)  # smooth models of the box tried without a reference
 LOG10_LINEAR = np.log10(np.maximum(SRGB_TO_LINEAR, 1e-4)).astype(
     np.float32

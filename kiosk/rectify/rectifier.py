@@ -39,7 +39,7 @@ from kiosk.rectify.locate import (
     learned_detection,
     quad_cut_off,
 )
-from kiosk.rectify.photometry import balanced_colourfulness
+from kiosk.rectify.photometry import CLEAR_BASE_MIN_T, balanced_colourfulness
 from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.texture import detect_by_texture
@@ -47,7 +47,6 @@ from kiosk.rectify.texture import detect_by_texture
 logger = logging.getLogger(__name__)
 
 PANEL_SEEN_RATIO = 0.3  # lit panel outside the film, as a share of the film's area
-CLEAR_BASE_MIN_T = 0.45  # a "clear margin" darker than this is a black or grey one (as _doubtful)
 MIN_PANEL_PX = 50  # panel pixels (work resolution, every other) to white-balance on
 # a quad at the frame's edge is not cut off when the brightest light at that edge is at most
 # this share of the film's median light: margin or housing, not image (docs/rectify.md)

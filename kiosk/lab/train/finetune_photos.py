@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--data", type=Path, default=Path("../shared/data/kermany-train"))
     c.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     c.add_argument("--workers", type=int, default=2)
+    c.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="GEN:SPLIT",
+        help="render only these (generator, split) parts, e.g. A:holdout B:holdout A:val",
+    )
     t = sub.add_parser("train", help="fine-tune on digital + one generator's photo crops")
     t.add_argument("--init", type=Path, default=Path("models/cxr-pneumonia-effl0.pt"))
     t.add_argument("--split-csv", type=Path, default=Path("models/cxr-pneumonia-effl0.split.csv"))
@@ -79,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.cmd == "cache":
         samples = read_split_csv(args.split_csv, args.data)
-        stats = build_cache(samples, args.cache, order=DEFAULT_ORDER, workers=args.workers)
+        order = DEFAULT_ORDER
+        if args.only:
+            order = tuple(tuple(part.split(":", 1)) for part in args.only)  # type: ignore[assignment]
+        stats = build_cache(samples, args.cache, order=order, workers=args.workers)
         logger.info("cache done: %s", stats)
     elif args.cmd == "train":
         photo_tune(
