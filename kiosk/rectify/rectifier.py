@@ -107,7 +107,7 @@ def rectify_capture(
     ``_locate``).
     """
     result, light = _rectify_once(capture, reference, method, localiser)
-    if light is None or "no_film" not in result.quality.flags:
+    if "no_film" not in result.quality.flags:
         return result
     # nothing found: a small lightbox far from the camera gives the detectors (480 px across
     # the whole frame) too few pixels; look again at full resolution around the lit panel
@@ -167,9 +167,9 @@ def _rectify_once(
     reference: RigReference | None,
     method: str,
     localiser: MaskModel | None,
-) -> tuple[RectifyResult, Light | None]:
+) -> tuple[RectifyResult, Light]:
     """One look at the whole capture: ``rectify_capture`` without the closer second look;
-    also returns the light it measured (None before it got that far)."""
+    also returns the light it measured."""
     if method not in METHODS:
         raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(METHODS)}")
     if method == "auto":
