@@ -62,17 +62,11 @@ def linear_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def linear_luminance(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 (H, W) linear luminance (Rec. 709 weights)."""
-    if (
-        rgb.dtype == np.uint8
-        and rgb.ndim == 3
-        and rgb.shape[2] == 3
-        and rgb.flags.c_contiguous
-        and min(rgb.shape[:2]) > 0
-    ):
-        # a table lookup and a 3-term dot product in OpenCV: 4x faster than numpy's fancy
+    lin = linear_rgb(rgb)
+    if lin.ndim == 3 and lin.shape[2] == 3 and min(lin.shape[:2]) > 0:
+        # a 3-term dot product in OpenCV: with the table lookup 4x faster than numpy's fancy
         # indexing, equal to it within float32 rounding
-        return cv2.transform(cv2.LUT(rgb, _LUT3), _WEIGHTS_1X3)
-    lin = SRGB_TO_LINEAR[rgb]
+        return cv2.transform(lin, _WEIGHTS_1X3)
     r, g, b = (np.float32(w) for w in REC709_WEIGHTS)
     return lin[..., 0] * r + lin[..., 1] * g + lin[..., 2] * b
 

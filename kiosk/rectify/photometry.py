@@ -49,12 +49,18 @@ def balanced_colourfulness(linear: np.ndarray, white: np.ndarray) -> float:
     return colourfulness((np.power(wb, 1 / 2.2) * 255).astype(np.uint8))
 
 
+def bright_mask(lum: np.ndarray) -> np.ndarray:
+    """uint8 1 where the light is at least 0.4 of the brightest (99.5th percentile): the lit
+    panel and what is as bright, not the housing or the room."""
+    return (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
+
+
 def lit_mask(lum: np.ndarray) -> np.ndarray:
     """The lit panel at work resolution without a reference: the convex hull of the largest
     bright region (the panel is convex; the film inside it is a hole that fills)."""
     h, w = lum.shape
     mask = np.zeros((h, w), np.uint8)
-    bright = (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
+    bright = bright_mask(lum)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
     if n <= 1:
         return np.ones((h, w), bool)

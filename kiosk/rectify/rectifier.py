@@ -39,7 +39,7 @@ from kiosk.rectify.locate import (
     learned_detection,
     quad_cut_off,
 )
-from kiosk.rectify.photometry import CLEAR_BASE_MIN_T, balanced_colourfulness
+from kiosk.rectify.photometry import CLEAR_BASE_MIN_T, balanced_colourfulness, bright_mask
 from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.texture import detect_by_texture
@@ -138,8 +138,7 @@ def zoom_box(light: Light) -> tuple[int, int, int, int] | None:
     that covers more than ``ZOOM_MAX_AREA`` of the frame (no closer than the first look)."""
     lum = light.lum
     h, w = lum.shape
-    bright = (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
-    n, _labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    n, _labels, stats, _ = cv2.connectedComponentsWithStats(bright_mask(lum), connectivity=8)
     keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= ZOOM_MIN_BRIGHT * h * w]
     if not keep:
         return None
