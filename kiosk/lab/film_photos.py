@@ -10,7 +10,8 @@ What this module does not do: rectify or develop the photo (``kiosk.rectify``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,18 @@ class FilmPhoto:
     image: np.ndarray
     corners: np.ndarray | None
     reference: np.ndarray | None = None
+    # what the scene knows about the lungs' legibility (generator B; ``scene_truth``)
+    truth: dict[str, float] = field(default_factory=dict)
+
+
+def scene_truth(photo: Any) -> dict[str, float]:
+    """A generator-B rendering's truth about the lung region: its clipped and crushed shares
+    and the glare over it."""
+    return {
+        "lung_clipped_frac": float(photo.lung_clipped_frac),
+        "lung_crushed_frac": float(photo.lung_crushed_frac),
+        "lung_glare": float(photo.lung_glare),
+    }
 
 
 def render_film_photo(
@@ -50,5 +63,5 @@ def render_film_photo(
 
         spec = photoscene.sample_scene(rng, kind, aspect=photo_size[1] / photo_size[0])  # type: ignore[arg-type]
         photo = photoscene.render_photo(digital, spec, rng, size=photo_size)
-        return FilmPhoto(photo.image, photo.corners, photo.reference)
+        return FilmPhoto(photo.image, photo.corners, photo.reference, scene_truth(photo))
     raise ValueError(f"unknown scene generator {generator!r}; use one of {GENERATORS}")

@@ -30,9 +30,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kiosk.lab.film_photos import GENERATORS, PHOTO_SIZE
+from kiosk.lab.film_photos import GENERATORS, PHOTO_SIZE, render_film_photo
+from kiosk.lab.photo_study.summary import is_legible
 from kiosk.lab.train.data import SPLITS, Sample, read_split_csv
-from kiosk.lab.train.photo_data import split_samples
+from kiosk.lab.train.photo_data import CACHE_SEED, scene_rng, split_samples
 from kiosk.model.classifier import Classifier
 from kiosk.model.manifest import Manifest
 from kiosk.model.ood import OodDetector
@@ -41,7 +42,6 @@ from kiosk.stats import auroc_or_nan, patient_bootstrap_auroc
 
 logger = logging.getLogger(__name__)
 
-CACHE_SEED = 17  # photo_data.build_cache's default: the same scenes as the crop cache
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
@@ -58,37 +58,15 @@ def true_crop(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
 def _render(
     sample: Sample, generator: str, index: int, split: str = "holdout"
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """The cache's photo of ``sample`` (same seed path) cut out with its true corners."""
-    from kiosk.lab import photoscene
-    from kiosk.lab.film_photos import render_film_photo
-
-    rng = np.random.default_rng(
-        [CACHE_SEED, GENERATORS.index(generator), SPLITS.index(split), index]
-    )
+    """The cache's photo of ``sample`` (same scene) cut out with its true corners, and the
+    scene's truth about the lungs (generator B only)."""
     digital = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)
     if digital is None:
         raise OSError(f"cannot read {sample.path}")
-    if generator == "B":  # as render_film_photo does, keeping the scene's truth
-        spec = photoscene.sample_scene(rng, "film", aspect=PHOTO_SIZE[1] / PHOTO_SIZE[0])
-        photo = photoscene.render_photo(digital, spec, rng, size=PHOTO_SIZE)
-        assert photo.corners is not None
-        truth = {
-            "lung_clipped_frac": float(photo.lung_clipped_frac),
-            "lung_crushed_frac": float(photo.lung_crushed_frac),
-            "lung_glare": float(photo.lung_glare),
-        }
-        return true_crop(photo.image, photo.corners), truth
+    rng = scene_rng(CACHE_SEED, generator, split, index)
     shot = render_film_photo(digital, generator, rng, PHOTO_SIZE)
     assert shot.corners is not None
-    return true_crop(shot.image, shot.corners), {}
-
-
-def _legible(truth: dict[str, float]) -> bool:
-    return (
-        truth.get("lung_clipped_frac", 0.0) <= 0.02
-        and truth.get("lung_crushed_frac", 0.0) <= 0.02
-        and truth.get("lung_glare", 0.0) <= 0.1
-    )
+    return true_crop(shot.image, shot.corners), shot.truth
 
 
 def _auroc_pair(
@@ -136,7 +114,7 @@ def run(
                 "flags": list(result.quality.get("flags", [])),
                 "crop": result.findings[-1].raw if result.findings else None,
                 "digital": reference.findings[-1].raw if reference.findings else None,
-                "legible": _legible(truth),
+                "legible": is_legible(truth),
             }
         )
         if out is not None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from kiosk.camera import scene
 from kiosk.lab import photoscene
+from kiosk.lab.film_photos import scene_truth
 from kiosk.lab.photo_study.films import FilmRef, load_film
 
 
@@ -170,11 +171,7 @@ def scenes_b(
             film = films[(i if kind == "film" else n + i) % len(films)]
             digital = load_film(film)
         photo = photoscene.render_photo(digital, spec, rng, size)
-        truth = {
-            "lung_clipped_frac": float(photo.lung_clipped_frac),
-            "lung_crushed_frac": float(photo.lung_crushed_frac),
-            "lung_glare": float(photo.lung_glare),
-        }
+        truth = scene_truth(photo)
         yield (
             Shot(
                 kind,

@@ -16,6 +16,17 @@ LEGIBLE_MAX_CRUSHED = 0.02
 LEGIBLE_MAX_GLARE = 0.1
 
 
+def is_legible(truth: dict[str, float]) -> bool:
+    """Whether a scene's truth (``film_photos.scene_truth``) says its lungs can be read;
+    False when the scene gives no truth (generator A)."""
+    return (
+        truth.get("lung_clipped_frac") is not None
+        and truth["lung_clipped_frac"] <= LEGIBLE_MAX_CLIPPED
+        and truth["lung_crushed_frac"] <= LEGIBLE_MAX_CRUSHED
+        and truth["lung_glare"] <= LEGIBLE_MAX_GLARE
+    )
+
+
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
@@ -167,14 +178,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             "ood_flag_pct": _pct(sum(bool(r["ood_flag"]) for r in rs), len(rs)),
         }
     out["accepted_located_by"] = located
-    legible = [
-        r
-        for r in films
-        if r["truth"].get("lung_clipped_frac") is not None
-        and r["truth"]["lung_clipped_frac"] <= LEGIBLE_MAX_CLIPPED
-        and r["truth"]["lung_crushed_frac"] <= LEGIBLE_MAX_CRUSHED
-        and r["truth"]["lung_glare"] <= LEGIBLE_MAX_GLARE
-    ]
+    legible = [r for r in films if is_legible(r["truth"])]
     legible_ids = {id(r) for r in legible}
     if legible:
         out["truly_legible"] = {

@@ -35,6 +35,7 @@ from kiosk.lab.train.data import SPLITS, Sample
 logger = logging.getLogger(__name__)
 
 CHUNK_IMAGES = 128
+CACHE_SEED = 17  # the crop cache's scenes; tools that render them again use it too
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,20 @@ def photo_crop(
     return np.ascontiguousarray(out, dtype=np.uint8), reference is not None
 
 
+def scene_rng(seed: int, generator: str, split: str, index: int) -> np.random.Generator:
+    """The random stream of one film's photo in the cache: the same (seed, generator, split,
+    index) gives the same scene to every tool that renders it again."""
+    return np.random.default_rng([seed, GENERATORS.index(generator), SPLITS.index(split), index])
+
+
 def _run_job(job: CropJob) -> tuple[str, str, int, int, int, float]:
     t0 = time.time()
     n = len(job.indices)
     crops = np.zeros((n, job.size, job.size), np.uint8)
     ok = np.zeros(n, bool)
     ref = np.zeros(n, bool)
-    gen_id = GENERATORS.index(job.generator)
-    split_id = SPLITS.index(job.split)
     for k, (idx, path) in enumerate(zip(job.indices, job.paths, strict=True)):
-        rng = np.random.default_rng([job.seed, gen_id, split_id, idx])
+        rng = scene_rng(job.seed, job.generator, job.split, idx)
         digital = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
         if digital is None:
             logger.warning("cannot decode %s; crop left empty", path)
@@ -127,7 +132,7 @@ def build_cache(
     *,
     order: Sequence[tuple[str, str]] | None = None,
     workers: int = 2,
-    seed: int = 17,
+    seed: int = CACHE_SEED,
     size: int = 224,
     photo_size: tuple[int, int] = PHOTO_SIZE,
     chunk_images: int = CHUNK_IMAGES,
