@@ -18,7 +18,7 @@ import numpy as np
 
 from kiosk.config import KERMANY_DIR
 from kiosk.imaging.decode import read_image
-from kiosk.lab.film_photos import GENERATORS, render_film_photo
+from kiosk.lab.film_photos import GENERATORS, PHOTO_SIZE, render_film_photo
 from kiosk.rectify.gates import looks_like_photo
 
 
@@ -40,7 +40,7 @@ def count_guesses(radiographs: int, photos: int, seed: int) -> dict[str, object]
     rng = np.random.default_rng(seed + 9)
     for gen in GENERATORS:
         hits = sum(
-            looks_like_photo(render_film_photo(g, gen, rng, (540, 960)).image)
+            looks_like_photo(render_film_photo(g, gen, rng, PHOTO_SIZE).image)
             for g in greys[:photos]
         )
         out[f"photos_{gen}"] = min(photos, len(greys))
