@@ -35,7 +35,7 @@ def _record(
         {
             "lung_clipped_fraction": [clipped, 0.02],
             "lung_crushed_fraction": [0.0, 0.02],
-            "colourfulness": [3.0, 12.0],
+            "colour_detail": [0.05, 0.25],
             "contrast_min": [contrast, 0.3],
         }
         if reached

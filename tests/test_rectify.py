@@ -165,7 +165,57 @@ def test_rejects_a_colourful_picture_on_the_lightbox() -> None:
     res = rectify(image)
     assert res.status == "rejected"
     assert "not_xray" in res.quality.flags
-    assert res.quality.metrics["colourfulness"] > 12
+    assert res.quality.metrics["colour_detail"] > 0.25
+
+
+def _tinted(grey: np.ndarray, left: tuple[float, ...], right: tuple[float, ...]) -> np.ndarray:
+    """A grey film lit by light whose colour drifts from ``left`` to ``right`` across it."""
+    t = np.linspace(0.0, 1.0, grey.shape[1], dtype=np.float32)[None, :, None]
+    light = np.asarray(left, np.float32) * (1 - t) + np.asarray(right, np.float32) * t
+    return np.clip(grey[..., None].astype(np.float32) * light, 0, 255).astype(np.uint8)
+
+
+def test_a_film_under_drifting_light_is_not_a_colour_picture() -> None:
+    from tests.images import colourful
+
+    phantom = phantom_chest(np.random.default_rng(1), (512, 512))
+    # a warm tube on the left, a cool one on the right: strongly coloured by the old measure
+    drifting = _tinted(phantom, (1.0, 0.8, 0.55), (0.6, 0.8, 1.0))
+    verdict = check_digital(drifting)
+    assert verdict.ok, verdict.flags
+    assert verdict.metrics["colour_detail"] < 0.1
+    assert verdict.metrics["colourfulness"] > 12  # what used to refuse such a photo
+    holiday = check_digital(colourful(0))
+    assert "not_xray" in holiday.flags
+    assert holiday.metrics["colour_detail"] > 0.25 and holiday.metrics["colour_field"] > 0.5
+
+
+def _ct_sheet(rows: int, cols: int, size: tuple[int, int] = (600, 480)) -> np.ndarray:
+    """A film sheet of rows x cols CT slices: bright ovals (a ring and mid-grey inside) on black."""
+    h, w = size
+    sheet = np.zeros((h, w), np.uint8)
+    ch, cw = h // rows, w // cols
+    for r in range(rows):
+        for c in range(cols):
+            centre = (c * cw + cw // 2, r * ch + ch // 2)
+            axes = (int(cw * 0.4), int(ch * 0.3))
+            cv2.ellipse(sheet, centre, axes, 0, 0, 360, 120, -1)
+            cv2.ellipse(sheet, centre, axes, 0, 0, 360, 230, 3)
+    return sheet
+
+
+def test_a_ct_sheet_is_refused_for_its_grid_and_a_chest_is_not() -> None:
+    from kiosk.rectify.sheet import similar_regions
+
+    sheet = _ct_sheet(4, 4)
+    assert similar_regions(sheet) == 16
+    verdict = check_digital(sheet)
+    assert "not_xray" in verdict.flags and verdict.metrics["similar_regions"] == 16
+    assert similar_regions(_ct_sheet(2, 2)) == 4  # four large slices: below the limit
+    for seed in range(3):
+        phantom = phantom_chest(np.random.default_rng(seed), (512, 420))
+        assert similar_regions(phantom) <= 2
+        assert check_digital(phantom).ok
 
 
 def test_check_digital() -> None:

@@ -42,6 +42,9 @@ from kiosk.stats import auroc_or_nan, patient_bootstrap_auroc
 
 logger = logging.getLogger(__name__)
 
+# the digital gate's measurements reported per set (how their limits were chosen)
+GATE_METRICS = ("colour_detail", "colour_field", "similar_regions", "colourfulness")
+
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
@@ -115,6 +118,7 @@ def run(
                 "crop": result.findings[-1].raw if result.findings else None,
                 "digital": reference.findings[-1].raw if reference.findings else None,
                 "legible": is_legible(truth),
+                "gate": _gate_metrics(result.quality),
             }
         )
         if out is not None:
@@ -142,6 +146,7 @@ def run(
         "not_xray_share": round(sum("not_xray" in r["flags"] for r in rows) / len(rows), 4),
         "seconds": round(time.time() - t0, 1),
     }
+    report["gate_metrics"] = _spread([r["gate"] for r in rows], (50, 99, 100))
     subsets = [("all", scored)]
     if generator == "B":  # only generator B's scenes say which photos are legible
         subsets.append(("legible", [r for r in scored if r["legible"]]))
@@ -155,6 +160,85 @@ def run(
             np.array([r["digital"] for r in subset]),
             [r["patient"] for r in subset],
         )
+    return report
+
+
+def _gate_metrics(quality: dict[str, Any]) -> dict[str, float]:
+    metrics = quality.get("metrics", {})
+    return {k: float(metrics[k]) for k in GATE_METRICS if k in metrics}
+
+
+def _spread(rows: list[dict[str, float]], percentiles: tuple[float, ...]) -> dict[str, Any]:
+    """Per gate measurement, its percentiles over the rows that have it."""
+    out: dict[str, Any] = {}
+    for key in GATE_METRICS:
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[key] = {f"p{p:g}": round(float(np.percentile(values, p)), 4) for p in percentiles}
+    return out
+
+
+def non_xrays(manifest_path: Path, n: int = 100) -> dict[str, Any]:
+    """What the digital path refuses of what is not a chest film: ``n`` CT/MR sheets and ``n``
+    empty lightboxes photographed by generator B and cut out (``photo_eval``, seed 5: the
+    sets ``ood_sweep`` scores), and ``2 n`` synthetic non-X-rays; per set, the share refused
+    and by which gate."""
+    from kiosk.lab.train.evaluate import synthetic_non_xrays
+    from kiosk.lab.train.photo_eval import sheets_and_empties
+
+    t0 = time.time()
+    classifier = Classifier.from_manifest(manifest_path, threads=2)
+    ood_file = classifier.manifest.ood.get("file")
+    ood = OodDetector.load(manifest_path.parent / str(ood_file)) if ood_file else None
+    pipeline = Pipeline(classifier, device_id="raw-crop-study", ood=ood)
+    sets = dict(sheets_and_empties(n))
+    sets["synthetic"] = np.stack(synthetic_non_xrays(2 * n, 224, 0))
+    report: dict[str, Any] = {"model": classifier.manifest.id, "sha256": classifier.manifest.sha256}
+    for name, images in sets.items():
+        refused = 0
+        by: dict[str, int] = {}
+        gates: list[dict[str, float]] = []
+        for image in images:
+            result = pipeline.analyze_image(image, source=name, input_kind="digital", store=False)
+            gates.append(_gate_metrics(result.quality))
+            if result.status != "ok":
+                refused += 1
+                # the OOD distance is measured only once the image gate let the picture through
+                reached_model = "ood_distance" in result.quality.get("metrics", {})
+                gate = "ood" if reached_model else ",".join(result.quality.get("flags", []))
+                by[gate] = by.get(gate, 0) + 1
+        report[name] = {
+            "n": len(images),
+            "refused": round(refused / len(images), 4),
+            "by": by,
+            "gate_metrics": _spread(gates, (0, 50, 100)),
+        }
+    report["seconds"] = round(time.time() - t0, 1)
+    return report
+
+
+def region_counts(manifest_path: Path, data: Path, cache: Path, n: int = 100) -> dict[str, Any]:
+    """``sheet.similar_regions`` over the holdout films (digital, and the developed crops of
+    both generators in the photo-crop ``cache``), ``n`` developed CT/MR sheets and empty
+    lightboxes (``photo_eval``, seed 5): how many images of each set reach each count."""
+    from kiosk.lab.train.data import load_grey
+    from kiosk.lab.train.photo_data import load_crops
+    from kiosk.lab.train.photo_eval import sheets_and_empties
+    from kiosk.rectify.sheet import similar_regions
+
+    man = Manifest.load(manifest_path)
+    items = split_samples(
+        read_split_csv(manifest_path.with_name(f"{man.id}.split.csv"), data), "holdout"
+    )
+    sets: dict[str, list[np.ndarray]] = {"digital": list(load_grey(items, 512))}
+    for g in GENERATORS:
+        crops, ok = load_crops(cache, g, "holdout", len(items))
+        sets[f"developed-{g}"] = [c for c, k in zip(crops, ok, strict=True) if k]
+    sets.update({k: list(v) for k, v in sheets_and_empties(n).items()})
+    report: dict[str, Any] = {}
+    for name, images in sets.items():
+        counts = np.bincount([similar_regions(im) for im in images])
+        report[name] = {"n": len(images), "images_per_count": counts.tolist()}
     return report
 
 
@@ -202,12 +286,27 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--split", choices=SPLITS, required=True)
     ft.add_argument("--n", type=int, default=None, help="a seeded sample of the split")
     ft.add_argument("--work", type=Path, default=Path("/work/cache/photo-eval"))
+    ot = sub.add_parser("others", help="CT/MR sheets, empty lightboxes, synthetic pictures")
+    ot.add_argument("--json", type=Path, default=None, help="write the report here too")
+    rg = sub.add_parser("regions", help="the sheet check's count on films, sheets, empties")
+    rg.add_argument("--cache", type=Path, default=Path("/work/cache/photocrops-v2"))
     for p in (st, ft):
         p.add_argument("--generator", choices=GENERATORS, required=True)
+    for p in (st, ft, ot, rg):
         p.add_argument("--model", type=Path, default=MODELS / "cxr-pneumonia-effl0-photo.json")
         p.add_argument("--data", type=Path, default=Path("../shared/data/kermany-train"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.cmd == "regions":
+        print(json.dumps(region_counts(args.model, args.data, args.cache)))
+        return 0
+    if args.cmd == "others":
+        report = non_xrays(args.model)
+        text = json.dumps(report, indent=1)
+        print(text)
+        if args.json is not None:
+            args.json.write_text(text + "\n")
+        return 0
     if args.cmd == "features":
         path = crop_features(args.generator, args.split, args.n, args.model, args.data, args.work)
         print(path)

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from kiosk.imaging.colour import linear_rgb
-from kiosk.rectify.photometry import balanced_colourfulness
+from kiosk.rectify.photometry import balanced_colourfulness, colour_variation
 from kiosk.rectify.result import Quality, make_quality
+from kiosk.rectify.sheet import similar_regions
 
 # refusals (lung region = the middle 60% x 60% of the developed film)
 LUNG_CLIPPED_MAX = 0.15  # share of the lung region white in the shortest frame
@@ -30,7 +31,10 @@ LUNG_CRUSHED_MAX = 0.02  # share of the lung region black in the longest frame
 LUNG_GLARE_MAX = 0.4  # share of the lung region brighter than clear film (a reflection)
 SHARP_MAX = 0.0045  # edge blur sigma / film diagonal above which the photo is "blurred"
 MIN_CONTRAST_D = 0.3  # density range of a radiograph; a blank sheet has less
-COLOURFUL_MAX = 12.0  # Hasler-Suesstrunk colourfulness of a (white-balanced) film
+# a film's or picture's hue variation (photometry.colour_variation, log-chroma; docs/rectify.md)
+COLOUR_DETAIL_MAX = 0.25  # photographed films <= 0.22, coloured pictures mostly far above
+COLOUR_FIELD_MAX = 0.5  # photographed films <= 0.18, large coloured regions ~1.2
+SHEET_REGIONS_MAX = 4  # sheet.similar_regions: films of the holdout <= 3, most CT/MR sheets >= 5
 DARK_LIGHTBOX = 0.06  # linear lightbox level below which nothing can be measured
 CLIP_LEVEL = 250  # 8-bit code treated as clipped
 BLACK_LEVEL = 3  # 8-bit code treated as no signal
@@ -54,7 +58,9 @@ REFUSALS: tuple[tuple[str, float, str], ...] = (
     ("lung_crushed_fraction", LUNG_CRUSHED_MAX, "underexposed"),
     ("edge_blur_fraction", SHARP_MAX, "blurred"),
     ("lung_glare_fraction", LUNG_GLARE_MAX, "glare"),
-    ("colourfulness", COLOURFUL_MAX, "not_xray"),
+    ("colour_detail", COLOUR_DETAIL_MAX, "not_xray"),
+    ("colour_field", COLOUR_FIELD_MAX, "not_xray"),
+    ("similar_regions", SHEET_REGIONS_MAX, "not_xray"),
 )
 
 
@@ -121,17 +127,23 @@ def check_digital(image: np.ndarray) -> Quality:
         flags.append("too_small")
     if sub.std() < 3.0:
         flags.append("blank")
+    colourful = False
     if image.ndim == 3:
         rgb = image if image.dtype == np.uint8 else cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-        # balanced on the image's own mean colour (grey world): a radiograph scanned or
-        # photographed with a colour cast is grey again, a coloured picture is not
+        # balanced on the image's own mean colour (grey world), for the record
         lin = linear_rgb(rgb[:: max(1, h // 256), :: max(1, w // 256)]).reshape(-1, 3)
         metrics["colourfulness"] = balanced_colourfulness(lin, lin.mean(axis=0))
+        # what decides: a radiograph photographed under a cast, or a light whose colour drifts
+        # across the film, has a smooth hue; a coloured picture has hue detail or big regions
+        detail, field = colour_variation(rgb)
+        metrics["colour_detail"] = detail
+        metrics["colour_field"] = field
+        colourful = detail > COLOUR_DETAIL_MAX or field > COLOUR_FIELD_MAX
     aspect = max(h, w) / max(1, min(h, w))
     metrics["aspect"] = aspect
-    if "blank" not in flags and (
-        metrics["colourfulness"] > COLOURFUL_MAX or p99 - p1 < 40 or aspect > 2.5
-    ):
+    metrics["similar_regions"] = float(similar_regions(grey))
+    sheet = metrics["similar_regions"] > SHEET_REGIONS_MAX
+    if "blank" not in flags and (colourful or sheet or p99 - p1 < 40 or aspect > 2.5):
         flags.append("not_xray")
     return make_quality(flags, metrics)
 

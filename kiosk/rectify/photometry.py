@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from kiosk.capture.rig import RigReference
-from kiosk.imaging.colour import SRGB_TO_LINEAR
+from kiosk.imaging.colour import SRGB_TO_LINEAR, linear_rgb
 from kiosk.imaging.surface import fit_smooth_surface
 
 LIT_IN_REFERENCE = 0.3  # flat-field level (99th pct = 1) above which the box is lit
@@ -22,6 +22,7 @@ FIT_LONG_SIDE_PX = 112  # resolution of the smooth lightbox model
 # a film "margin" darker than this transmittance is a black or grey one, not a clear base
 CLEAR_BASE_MIN_T = 0.45
 LIGHTBOX_FIT_DEGREES = (2, 4)  # smooth models of the box tried without a reference
+FIELD_PX = 32  # long side at which colour_variation computes the smooth colour field
 LOG10_LINEAR = np.log10(np.maximum(SRGB_TO_LINEAR, 1e-4)).astype(
     np.float32
 )  # log10 of linear value
@@ -47,6 +48,50 @@ def balanced_colourfulness(linear: np.ndarray, white: np.ndarray) -> float:
     white = np.asarray(white, np.float32)
     wb = np.clip(linear / np.maximum(white, 1e-4) * white.mean(), 0, 1)
     return colourfulness((np.power(wb, 1 / 2.2) * 255).astype(np.uint8))
+
+
+def colour_variation(rgb: np.ndarray) -> tuple[float, float]:
+    """How a colour picture's hue varies, measured so a photographed film does not: (detail,
+    field), both in log-chroma units (natural log of R/G and B/G in linear light).
+
+    A film is a grey transmission filter: under any light, its pixel's chromaticity is the
+    light's. The panel's colour may drift slowly across the film (ageing tubes, a warm and a
+    cool tube, a coloured reflection), so the log-chroma of a photographed film is a smooth
+    field whatever the film's densities. ``detail`` is the luminance-weighted RMS of the
+    log-chroma left after removing that smooth field (a Gaussian of 1/8 of the picture's long
+    side): JPEG chroma noise on a film, object edges on a coloured picture. ``field`` is the
+    RMS of the smooth field about its mean: a slow tint across a film, large coloured regions
+    on a picture. A uniform cast (a warm panel) moves neither.
+    """
+    h, w = rgb.shape[:2]
+    step = max(1, max(h, w) // 256)
+    lin = linear_rgb(np.ascontiguousarray(rgb[::step, ::step])).astype(np.float32)
+    weight = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32) + 1e-3
+    eps = 0.01  # linear light: keeps the black's noise from dominating the ratios
+    u = np.log((lin[..., 0] + eps) / (lin[..., 1] + eps))
+    v = np.log((lin[..., 2] + eps) / (lin[..., 1] + eps))
+    # the smooth field is computed FIELD_PX across (a Gaussian of 1/8 of that) and brought
+    # back up: the same field as a wide Gaussian at full size, at a fraction of the cost
+    h, w = u.shape
+    f = FIELD_PX / max(h, w)
+    small_size = (max(2, round(w * f)), max(2, round(h * f)))
+    sigma = max(small_size) / 8
+
+    def smoothed(values: np.ndarray) -> np.ndarray:
+        small = cv2.resize(values, small_size, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(small, (0, 0), sigma)
+
+    norm = smoothed(weight)
+    total = float(weight.sum())
+    detail_sq = 0.0
+    field_sq = 0.0
+    for chroma in (u, v):
+        smooth = smoothed(chroma * weight) / norm
+        smooth = cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
+        mean = float((chroma * weight).sum()) / total
+        detail_sq += float((weight * (chroma - smooth) ** 2).sum()) / total
+        field_sq += float((weight * (smooth - mean) ** 2).sum()) / total
+    return math.sqrt(detail_sq), math.sqrt(field_sq)
 
 
 def bright_mask(lum: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ import numpy as np
 from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
-from kiosk.imaging.colour import linear_rgb
 from kiosk.rectify.develop import Developed, develop_film
 from kiosk.rectify.frame_edge import edge_content
 from kiosk.rectify.gates import (
@@ -39,15 +38,19 @@ from kiosk.rectify.locate import (
     learned_detection,
     quad_cut_off,
 )
-from kiosk.rectify.photometry import CLEAR_BASE_MIN_T, balanced_colourfulness, bright_mask
+from kiosk.rectify.photometry import (
+    CLEAR_BASE_MIN_T,
+    bright_mask,
+    colour_variation,
+)
 from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
+from kiosk.rectify.sheet import similar_regions
 from kiosk.rectify.texture import detect_by_texture
 
 logger = logging.getLogger(__name__)
 
 PANEL_SEEN_RATIO = 0.3  # lit panel outside the film, as a share of the film's area
-MIN_PANEL_PX = 50  # panel pixels (work resolution, every other) to white-balance on
 # a quad at the frame's edge is not cut off when the brightest light at that edge is at most
 # this share of the film's median light: margin or housing, not image (docs/rectify.md)
 FRAME_EDGE_DARK_MAX = 0.4
@@ -330,7 +333,7 @@ def _rectify_once(
     t2 = time.perf_counter()
     film = develop_film(capture, corners, light, clear_t, lightbox_seen=lightbox_seen)
     timings["develop_ms"] = (time.perf_counter() - t2) * 1000
-    metrics.update(_colour_and_surround(light, corners, lightbox_seen=lightbox_seen))
+    metrics.update(_colour_and_surround(light, corners))
     # the clear margin's level is trusted as the glare limit only when a real stretch of
     # lightbox surrounds the film; otherwise (a clipped or hidden panel: the "lightbox" may be
     # the clear margin itself) only light brighter than the panel model counts as glare
@@ -481,38 +484,45 @@ def _film_measurements(film: Developed, glare_t: float, *, lightbox_seen: bool) 
         # film transmits at most what its clear base does: brighter is a reflection
         "lung_glare_fraction": float((lung_t > glare_t).mean()) if lightbox_seen else float("nan"),
         "contrast": film.d_hi - film.d_lo,
+        "similar_regions": float(similar_regions(film.grey)),
         "density_min": film.d_lo,
         "density_max": film.d_hi,
     }
 
 
-def _colour_and_surround(
-    light: Light, corners: np.ndarray, *, lightbox_seen: bool = True
-) -> dict[str, float]:
-    """Colourfulness inside the film (white-balanced on the lightbox around it; on the film's
-    own mean colour when the panel around it is not seen or not trusted: a radiograph is grey
-    on any panel) and glare on the lightbox around it (a note, not a refusal)."""
+def _colour_and_surround(light: Light, corners: np.ndarray) -> dict[str, float]:
+    """How the film's hue varies (``photometry.colour_variation``: a radiograph's is smooth
+    under any light) and glare on the lightbox around it (a note, not a refusal)."""
     wh, ww = light.work_hw
     film_w = np.zeros((wh, ww), np.uint8)
     cv2.fillConvexPoly(film_w, np.round(light.to_work(corners)).astype(np.int32), 1)
-    inner = cv2.erode(film_w, np.ones((9, 9), np.uint8)) > 0
     ring = (cv2.dilate(film_w, np.ones((31, 31), np.uint8)) > 0) & ~(
         cv2.dilate(film_w, np.ones((7, 7), np.uint8)) > 0
     )
     ring &= light.lit
     glare_ring = float((light.trans[ring] > GLARE_RING_T).mean()) if ring.any() else 0.0
-    sub = (slice(None, None, 2), slice(None, None, 2))
-    lin_small = linear_rgb(light.small[sub])
-    around = (light.lit & (film_w == 0) & (np.abs(light.trans - 1.0) < 0.1))[sub]
-    within = inner[sub]
-    if lightbox_seen and around.sum() >= MIN_PANEL_PX:
-        # per channel on contiguous rows: the same medians, several times faster than axis=0
-        lb_rgb = np.median(np.ascontiguousarray(lin_small[around].T), axis=1)
-    else:
-        lb_rgb = lin_small[within].mean(axis=0) if within.any() else np.ones(3)
     film_px = max(1, int(film_w.sum()))
+    detail, field = colour_variation(_film_rgb(light, corners))
     return {
         "glare_ring_fraction": glare_ring,
-        "colourfulness": balanced_colourfulness(lin_small[within], lb_rgb),
+        "colour_detail": detail,
+        "colour_field": field,
         "lightbox_visible_ratio": float((light.lit & (film_w == 0)).sum()) / film_px,
     }
+
+
+def _film_rgb(light: Light, corners: np.ndarray) -> np.ndarray:
+    """The film's colour picture at work resolution, warped upright (its inner 90 %: the
+    sheet's edge and what lies beyond it stay out)."""
+    quad = light.to_work(corners).astype(np.float32)
+    centre = quad.mean(axis=0)
+    quad = centre + (quad - centre) * 0.9
+    w = max(
+        8, round(float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3]))))
+    )
+    h = max(
+        8, round(float(max(np.linalg.norm(quad[3] - quad[0]), np.linalg.norm(quad[2] - quad[1]))))
+    )
+    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32) - 0.5
+    m = cv2.getPerspectiveTransform(quad, dst)
+    return cv2.warpPerspective(light.small, m, (w, h), flags=cv2.INTER_LINEAR)

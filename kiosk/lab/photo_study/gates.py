@@ -15,7 +15,9 @@ GATES: tuple[tuple[str, str, str], ...] = (
     ("lung_crushed_fraction", "lung_crushed_fraction", "max"),
     ("lung_glare_fraction", "lung_glare_fraction", "max"),
     ("edge_blur_fraction", "edge_blur_fraction", "max"),
-    ("colourfulness", "colourfulness", "max"),
+    ("colour_detail", "colour_detail", "max"),
+    ("colour_field", "colour_field", "max"),
+    ("similar_regions", "similar_regions", "max"),
     ("contrast", "contrast_min", "min"),
 )
 
