@@ -531,3 +531,32 @@ def test_develop_never_crops_into_the_image_against_a_base_that_is_no_clear_film
     clear = develop(shot.image, shot.corners)
     cw, ch = film_size(shot.corners)
     assert clear.shape[0] < 0.97 * ch or clear.shape[1] < 0.97 * cw
+
+
+class _FakeLocaliser:
+    """A localiser that answers with a given mask (the real one's interface, MaskModel)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self._mask = mask.astype(np.float32)
+        h, w = mask.shape
+        self.manifest = type(
+            "M", (), {"input": type("I", (), {"width": w, "height": h, "mean": 0.0, "std": 1.0})}
+        )()
+
+    def run(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"mask": self._mask[None, ..., None]}
+
+
+@pytest.mark.parametrize(
+    ("top_row", "runs_out"),
+    [(0, True), (1, False), (6, True)],  # on the edge / next to it / a clip reaching past it
+)
+def test_a_film_next_to_the_frame_edge_is_whole(top_row: int, runs_out: bool) -> None:
+    from kiosk.rectify.locate import learned_detection
+
+    mask = np.zeros((72, 128), np.uint8)
+    mask[top_row:60, 20:100] = 1
+    mask[0 : top_row + 1, 56:62] = 1  # a clip on the film's top edge, up to the frame's edge
+    found = learned_detection(_FakeLocaliser(mask), np.zeros((270, 480, 3), np.uint8), (270, 480))
+    assert found is not None
+    assert found.runs_out((270, 480)) is runs_out

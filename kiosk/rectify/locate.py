@@ -39,6 +39,7 @@ LOCALISER_MASK_W = 128  # width of the localiser's output mask
 # mask cells along one frame edge that must be film for the film to run out there: a film
 # near the edge but inside the frame blurs into at most a cell or two of the edge
 MASK_EDGE_RUN = 4
+EDGE_GAP_MIN_PX = 3.5  # work px: a quad this far inside an edge its mask touches lies next to it
 
 
 def dominant_lines(
@@ -229,7 +230,11 @@ def mask_crispness(prob: np.ndarray) -> float:
 
 def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -> Detection | None:
     """Film quad (work-resolution pixels) from the localiser's mask; the film runs out of the
-    frame when its mask covers ``MASK_EDGE_RUN`` or more cells along an edge of the frame."""
+    frame when its mask covers ``MASK_EDGE_RUN`` or more cells along an edge of the frame,
+    unless the quad fitted to the mask keeps ``EDGE_GAP_MIN_PX`` to two cells from that edge:
+    a film lying within a mask cell of the edge (the cells along it are partly film), whole.
+    A quad farther from an edge its mask touches is not the whole film (the mask goes on to
+    the edge beyond it): that runs out too."""
     spec = model.manifest.input
     small = shrink(photo, (spec.width, spec.height)).astype(np.float32)
     tensor = (small - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
@@ -246,9 +251,19 @@ def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -
     det = component_quad(film, (mh, mw))
     if det is None:
         return None
-    edges = (film[0], film[-1], film[:, 0], film[:, -1])
-    runs_out = any(int(e.sum()) >= MASK_EDGE_RUN for e in edges)
     wh, ww = work_hw
     quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
+    edges = (film[0], film[-1], film[:, 0], film[:, -1])  # top, bottom, left, right
+    gaps = (
+        float(quad[:, 1].min()),
+        float(wh - 1 - quad[:, 1].max()),
+        float(quad[:, 0].min()),
+        float(ww - 1 - quad[:, 0].max()),
+    )
+    cell = ww / mw
+    runs_out = any(
+        int(e.sum()) >= MASK_EDGE_RUN and not EDGE_GAP_MIN_PX <= gap <= 2 * cell
+        for e, gap in zip(edges, gaps, strict=True)
+    )
     crisp = mask_crispness(prob)
     return Detection(quad.astype(np.float32), det.fill, det.area_fraction, runs_out, crisp)
