@@ -34,7 +34,7 @@ MIN_CONTRAST_D = 0.3  # density range of a radiograph; a blank sheet has less
 # a film's or picture's hue variation (photometry.colour_variation, log-chroma; docs/rectify.md)
 COLOUR_DETAIL_MAX = 0.25  # photographed films <= 0.22, coloured pictures mostly far above
 COLOUR_FIELD_MAX = 0.5  # photographed films <= 0.18, large coloured regions ~1.2
-SHEET_REGIONS_MAX = 4  # sheet.similar_regions: films of the holdout <= 3, most CT/MR sheets >= 5
+SHEET_REGIONS_MAX = 3  # sheet.similar_regions: films of the holdout <= 2, most CT/MR sheets >= 4
 DARK_LIGHTBOX = 0.06  # linear lightbox level below which nothing can be measured
 CLIP_LEVEL = 250  # 8-bit code treated as clipped
 BLACK_LEVEL = 3  # 8-bit code treated as no signal
