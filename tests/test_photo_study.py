@@ -182,14 +182,14 @@ def test_true_crop_cuts_the_quadrilateral_out_upright() -> None:
     """Issue 17's perfect crop: the film's true corners warped to a rectangle, no development."""
     import cv2
 
-    from kiosk.lab.raw_crop_study import true_crop
+    from kiosk.rectify.warp import upright
 
     photo = np.zeros((300, 400, 3), np.uint8)
     corners = np.array([[100, 50], [300, 60], [290, 260], [110, 250]], np.float32)
     cv2.fillConvexPoly(photo, np.round(corners).astype(np.int32), (200, 180, 160))
     # a dark mark near the film's top-left corner stays at the crop's top-left
     cv2.circle(photo, (130, 80), 8, (10, 10, 10), -1)
-    crop = true_crop(photo, corners)
+    crop = upright(photo, corners)
     h, w = crop.shape[:2]
     assert abs(w - 200) <= 2 and abs(h - 200) <= 2
     assert crop[h // 2, w // 2].tolist() == [200, 180, 160]

@@ -38,6 +38,7 @@ from kiosk.model.classifier import Classifier
 from kiosk.model.manifest import Manifest
 from kiosk.model.ood import OodDetector
 from kiosk.pipeline import Pipeline
+from kiosk.rectify.warp import upright
 from kiosk.stats import auroc_or_nan, patient_bootstrap_auroc
 
 logger = logging.getLogger(__name__)
@@ -48,14 +49,21 @@ GATE_METRICS = ("colour_detail", "colour_field", "similar_regions", "colourfulne
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
-def true_crop(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """The quadrilateral ``corners`` (TL, TR, BR, BL) of ``image`` warped to a rectangle."""
-    c = np.asarray(corners, np.float32)
-    w = round(max(np.linalg.norm(c[1] - c[0]), np.linalg.norm(c[2] - c[3])))
-    h = round(max(np.linalg.norm(c[3] - c[0]), np.linalg.norm(c[2] - c[1])))
-    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32) - 0.5
-    m = cv2.getPerspectiveTransform(c, dst)
-    return cv2.warpPerspective(image, m, (int(w), int(h)), flags=cv2.INTER_LINEAR)
+def _model_split(manifest_path: Path, data: Path, split: str) -> list[Sample]:
+    """The films of ``split`` in the model's own patient split (``{id}.split.csv`` beside it)."""
+    man = Manifest.load(manifest_path)
+    return split_samples(
+        read_split_csv(manifest_path.with_name(f"{man.id}.split.csv"), data), split
+    )
+
+
+def _digital_pipeline(manifest_path: Path) -> Pipeline:
+    """The product's pipeline on the model with its "not a chest X-ray" reference, nothing
+    stored: what ``kiosk analyze --input digital`` runs."""
+    classifier = Classifier.from_manifest(manifest_path, threads=2)
+    ood_file = classifier.manifest.ood.get("file")
+    ood = OodDetector.load(manifest_path.parent / str(ood_file)) if ood_file else None
+    return Pipeline(classifier, device_id="raw-crop-study", ood=ood)
 
 
 def _render(
@@ -69,7 +77,7 @@ def _render(
     rng = scene_rng(CACHE_SEED, generator, split, index)
     shot = render_film_photo(digital, generator, rng, PHOTO_SIZE)
     assert shot.corners is not None
-    return true_crop(shot.image, shot.corners), shot.truth
+    return upright(shot.image, shot.corners), shot.truth
 
 
 def _auroc_pair(
@@ -86,17 +94,12 @@ def _auroc_pair(
     }
 
 
-def run(
-    generator: str, manifest_path: Path, split_csv: Path, data: Path, out: Path | None
-) -> dict[str, Any]:
-    """Render, crop and analyse every holdout film; returns the report."""
+def run(generator: str, manifest_path: Path, data: Path, out: Path | None) -> dict[str, Any]:
+    """Render, crop and analyse every holdout film of the model's split; returns the report."""
     t0 = time.time()
-    items = split_samples(read_split_csv(split_csv, data), "holdout")
-    classifier = Classifier.from_manifest(manifest_path, threads=2)
-    man = classifier.manifest
-    ood_file = man.ood.get("file")
-    ood = OodDetector.load(manifest_path.parent / str(ood_file)) if ood_file else None
-    pipeline = Pipeline(classifier, device_id="raw-crop-study", ood=ood)
+    items = _model_split(manifest_path, data, "holdout")
+    pipeline = _digital_pipeline(manifest_path)
+    man = pipeline.classifier.manifest
     rows: list[dict[str, Any]] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -187,13 +190,11 @@ def non_xrays(manifest_path: Path, n: int = 100) -> dict[str, Any]:
     from kiosk.lab.train.photo_eval import sheets_and_empties
 
     t0 = time.time()
-    classifier = Classifier.from_manifest(manifest_path, threads=2)
-    ood_file = classifier.manifest.ood.get("file")
-    ood = OodDetector.load(manifest_path.parent / str(ood_file)) if ood_file else None
-    pipeline = Pipeline(classifier, device_id="raw-crop-study", ood=ood)
+    pipeline = _digital_pipeline(manifest_path)
+    man = pipeline.classifier.manifest
     sets = dict(sheets_and_empties(n))
     sets["synthetic"] = np.stack(synthetic_non_xrays(2 * n, 224, 0))
-    report: dict[str, Any] = {"model": classifier.manifest.id, "sha256": classifier.manifest.sha256}
+    report: dict[str, Any] = {"model": man.id, "sha256": man.sha256}
     for name, images in sets.items():
         refused = 0
         by: dict[str, int] = {}
@@ -226,10 +227,7 @@ def region_counts(manifest_path: Path, data: Path, cache: Path, n: int = 100) ->
     from kiosk.lab.train.photo_eval import sheets_and_empties
     from kiosk.rectify.sheet import similar_regions
 
-    man = Manifest.load(manifest_path)
-    items = split_samples(
-        read_split_csv(manifest_path.with_name(f"{man.id}.split.csv"), data), "holdout"
-    )
+    items = _model_split(manifest_path, data, "holdout")
     sets: dict[str, list[np.ndarray]] = {"digital": list(load_grey(items, 512))}
     for g in GENERATORS:
         crops, ok = load_crops(cache, g, "holdout", len(items))
@@ -251,9 +249,7 @@ def crop_features(
     from kiosk.lab.train.photo_release import cached_outputs
 
     man = Manifest.load(manifest_path)
-    items = split_samples(
-        read_split_csv(manifest_path.with_name(f"{man.id}.split.csv"), data), split
-    )
+    items = _model_split(manifest_path, data, split)
     picks = np.arange(len(items))
     if n is not None and n < len(items):
         picks = np.sort(np.random.default_rng(0).choice(len(items), n, replace=False))
@@ -300,20 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "regions":
         print(json.dumps(region_counts(args.model, args.data, args.cache)))
         return 0
-    if args.cmd == "others":
-        report = non_xrays(args.model)
-        text = json.dumps(report, indent=1)
-        print(text)
-        if args.json is not None:
-            args.json.write_text(text + "\n")
-        return 0
     if args.cmd == "features":
         path = crop_features(args.generator, args.split, args.n, args.model, args.data, args.work)
         print(path)
         return 0
-    man = Manifest.load(args.model)
-    split_csv = args.model.with_name(f"{man.id}.split.csv")  # the model's patient split
-    report = run(args.generator, args.model, split_csv, args.data, args.out)
+    if args.cmd == "others":
+        report = non_xrays(args.model)
+    else:
+        report = run(args.generator, args.model, args.data, args.out)
     text = json.dumps(report, indent=1)
     print(text)
     if args.json is not None:

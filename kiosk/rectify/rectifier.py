@@ -47,6 +47,7 @@ from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.sheet import similar_regions
 from kiosk.rectify.texture import detect_by_texture
+from kiosk.rectify.warp import upright
 
 logger = logging.getLogger(__name__)
 
@@ -516,13 +517,4 @@ def _film_rgb(light: Light, corners: np.ndarray) -> np.ndarray:
     sheet's edge and what lies beyond it stay out)."""
     quad = light.to_work(corners).astype(np.float32)
     centre = quad.mean(axis=0)
-    quad = centre + (quad - centre) * 0.9
-    w = max(
-        8, round(float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3]))))
-    )
-    h = max(
-        8, round(float(max(np.linalg.norm(quad[3] - quad[0]), np.linalg.norm(quad[2] - quad[1]))))
-    )
-    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32) - 0.5
-    m = cv2.getPerspectiveTransform(quad, dst)
-    return cv2.warpPerspective(light.small, m, (w, h), flags=cv2.INTER_LINEAR)
+    return upright(light.small, centre + (quad - centre) * 0.9, min_side=8)

@@ -28,6 +28,17 @@ def _target(size: tuple[int, int]) -> np.ndarray:
     return np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], np.float32) - 0.5
 
 
+def upright(image: np.ndarray, corners: np.ndarray, min_side: int = 1) -> np.ndarray:
+    """The quadrilateral ``corners`` (TL, TR, BR, BL) of ``image`` warped to an upright
+    rectangle as long as its longer opposite sides (at least ``min_side`` px), as it is (colour
+    stays colour; no box averaging: for a quad about the image's own scale)."""
+    c = np.asarray(corners, np.float32)
+    w = max(min_side, round(float(max(np.linalg.norm(c[1] - c[0]), np.linalg.norm(c[2] - c[3])))))
+    h = max(min_side, round(float(max(np.linalg.norm(c[3] - c[0]), np.linalg.norm(c[2] - c[1])))))
+    m = cv2.getPerspectiveTransform(c, _target((w, h)))
+    return cv2.warpPerspective(image, m, (w, h), flags=cv2.INTER_LINEAR)
+
+
 def warp_film(photo: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The film region of one frame (RGB uint8) -> grey uint8 of ``size`` (w, h), canonical view.
 
