@@ -40,6 +40,7 @@ from kiosk.model.classifier import Classifier, Prediction
 from kiosk.model.localiser import load_localiser
 from kiosk.model.ood import OodDetector
 from kiosk.rectify.gates import check_digital, looks_like_photo
+from kiosk.rectify.light import WORK_LONG_SIDE_PX
 from kiosk.rectify.locate import MaskModel
 from kiosk.rectify.rectifier import rectify_capture, uses_localiser
 from kiosk.rectify.result import Quality
@@ -243,7 +244,9 @@ class Pipeline:
         """Decode a file and analyse it. Never raises for a bad file: see the module doc."""
         t0 = time.perf_counter()
         try:
-            loaded = read_image(path)
+            # a photo's colour is needed only at the rectifier's work size (``LoadedImage``)
+            preview = WORK_LONG_SIDE_PX if input_kind == "photo" else None
+            loaded = read_image(path, preview_long_side=preview)
         except ImageError as exc:
             result = AnalysisResult(
                 source=str(path),
@@ -272,11 +275,12 @@ class Pipeline:
     ) -> AnalysisResult:
         """Analyse decoded pixels (grey or RGB uint8) and store the outcome."""
         notes: tuple[str, ...] = ()
+        preview = None
         if isinstance(image, LoadedImage):
-            notes = image.notes
+            notes, preview = image.notes, image.preview
             image = image.pixels
         return self._analyze(
-            FilmCapture.single(image),
+            FilmCapture.single(image, preview=preview),
             source=source,
             input_kind=input_kind,
             store=store,

@@ -184,3 +184,55 @@ def test_linear_luminance_opencv_path_matches_the_table() -> None:
     # a non-contiguous view agrees too
     assert np.allclose(linear_luminance(rgb[:, ::2]), expected[:, ::2], rtol=1e-6, atol=1e-7)
     assert np.array_equal(linear_rgb(rgb[::2, ::3]), lin[::2, ::3])
+
+
+def _colour_jpeg(h: int, w: int, seed: int = 5) -> bytes:
+    """A photo-like colour JPEG: smooth shading, a warm cast, texture and noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 120 + 80 * np.sin(xx / 37.0) * np.cos(yy / 23.0) + rng.normal(0, 6, (h, w))
+    rgb = np.clip(np.stack([base * 1.05, base, base * 0.85], axis=2), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("size", "k"), [((1080, 1920), 4), ((720, 1280), 2), ((2592, 4608), 8)])
+def test_photo_jpeg_decodes_to_luma_and_a_reduced_colour_preview(
+    size: tuple[int, int], k: int
+) -> None:
+    """The photo path's decode: the luma is what a full colour decode converted to grey gives,
+    and the preview is that decode box-averaged by k (the decoder scales in its inverse DCT)."""
+    import cv2
+
+    from kiosk.imaging.resize import box_shrink
+
+    data = _colour_jpeg(*size)
+    full = decode_image(data).pixels
+    split = decode_image(data, preview_long_side=480)
+    assert full.shape == (*size, 3) and split.preview is not None
+    assert split.pixels.shape == size and split.pixels.dtype == np.uint8
+    grey = cv2.cvtColor(full, cv2.COLOR_RGB2GRAY)
+    assert int(np.abs(split.pixels.astype(np.int16) - grey).max()) <= 1
+    box = box_shrink(full, k)
+    assert split.preview.shape == box.shape == (size[0] // k, size[1] // k, 3)
+    diff = np.abs(split.preview.astype(np.int16) - box)
+    assert float(diff.mean()) < 1.0 and int(diff.max()) <= 12
+    # red stays red: the preview is RGB, not BGR
+    assert float(split.preview[..., 0].mean()) > float(split.preview[..., 2].mean()) + 10
+
+
+def test_photo_decode_falls_back_to_full_colour_when_a_preview_does_not_pay() -> None:
+    """Too small for a reduced preview, a grey picture saved as colour, or a PNG: decoded as
+    before (RGB, or one channel for grey content), no preview."""
+    small = decode_image(_colour_jpeg(400, 600), preview_long_side=480)
+    assert small.preview is None and small.pixels.shape == (400, 600, 3)
+    grey = np.random.default_rng(6).integers(0, 256, (1080, 1920), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(buf, format="JPEG", quality=90)
+    as_grey = decode_image(buf.getvalue(), preview_long_side=480)
+    assert as_grey.preview is None and as_grey.pixels.ndim == 2
+    png = io.BytesIO()
+    Image.fromarray(decode_image(_colour_jpeg(1080, 1920)).pixels).save(png, format="PNG")
+    from_png = decode_image(png.getvalue(), preview_long_side=480)
+    assert from_png.preview is None and from_png.pixels.shape == (1080, 1920, 3)

@@ -199,3 +199,34 @@ def test_a_factory_file_that_does_not_match_is_not_applied(
     manifest_path.write_text(json.dumps(raw))
     old = Manifest.load(manifest_path)  # a manifest without the field still loads
     assert old.calibration == {} and load_factory(old) is None
+
+
+def test_a_photo_file_reads_the_same_as_the_photo_in_memory(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``analyze_file(..., "photo")`` decodes a colour JPEG as luma plus a colour preview (the
+    fast way): same verdict, corners and finding as the same decoded photo handed over whole."""
+    import cv2
+
+    from kiosk.imaging.decode import read_image
+
+    shot = photo(3)  # 1080p (scene.render's default size)
+    path = tmp_path / "photo.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(shot.image, cv2.COLOR_RGB2BGR))
+    import kiosk.pipeline as pipeline_module
+
+    loaded = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        loaded.append(read_image(*args, **kwargs))  # type: ignore[arg-type]
+        return loaded[-1]
+
+    monkeypatch.setattr(pipeline_module, "read_image", spy)
+    from_file = pipeline.analyze_file(path, "photo", store=False)
+    assert loaded[0].preview is not None and loaded[0].pixels.ndim == 2  # the fast decode
+    whole = pipeline.analyze_image(
+        read_image(path).pixels, source="x", input_kind="photo", store=False
+    )
+    assert from_file.status == whole.status == "ok", (from_file.reason, whole.reason)
+    assert np.abs(np.array(from_file.corners) - np.array(whole.corners)).max() < 0.5
+    assert from_file.findings[0].raw == pytest.approx(whole.findings[0].raw, abs=0.02)

@@ -560,3 +560,61 @@ def test_a_film_next_to_the_frame_edge_is_whole(top_row: int, runs_out: bool) ->
     found = learned_detection(_FakeLocaliser(mask), np.zeros((270, 480, 3), np.uint8), (270, 480))
     assert found is not None
     assert found.runs_out((270, 480)) is runs_out
+
+
+def _as_jpeg_file_decodes(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``photo`` saved as a JPEG and decoded as the kiosk decodes a photo file: (full colour,
+    a FilmCapture of its luma plus the reduced colour preview)."""
+    from kiosk.capture.bracket import FilmCapture
+    from kiosk.imaging.decode import decode_image
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    assert ok
+    full = decode_image(buf.tobytes()).pixels
+    split = decode_image(buf.tobytes(), preview_long_side=480)
+    assert split.preview is not None and split.pixels.ndim == 2
+    return full, FilmCapture.single(split.pixels, preview=split.preview)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_photo_decoded_as_luma_and_preview_rectifies_as_the_colour_photo(seed: int) -> None:
+    """The file path's decode (full-size luma, colour at a quarter) gives the same corners,
+    verdict and film as the full colour photo: the film is developed from the luma either way
+    and the colour is needed only at the work size."""
+    from kiosk.rectify.rectifier import rectify_capture
+
+    rng = np.random.default_rng(300 + seed)
+    shot = render(phantom_chest(rng, (384, 384)), _scene(seed), rng, SIZE)
+    full, capture = _as_jpeg_file_decodes(shot.image)
+    colour = rectify(full, method="classical")
+    split = rectify_capture(capture, method="classical")
+    assert split.status == colour.status
+    assert split.quality.flags == colour.quality.flags
+    if colour.corners is not None:
+        assert split.corners is not None
+        assert float(np.abs(split.corners - colour.corners).max()) < 0.5
+    if colour.film is not None:
+        assert split.film is not None and split.film.shape == colour.film.shape
+        assert float(np.abs(split.film.astype(np.int16) - colour.film).mean()) < 1.0
+
+
+def test_the_closer_look_works_from_luma_and_preview() -> None:
+    """A small film far away is found by the closer look also when the photo came as luma plus
+    a reduced colour preview (the crop gets its colour back under the full-size luma)."""
+    from kiosk.rectify.rectifier import rectify_capture
+
+    photo, sheet = _small_film_far_away(3)
+    _, capture = _as_jpeg_file_decodes(photo)
+    res = rectify_capture(capture, method="classical")
+    assert res.status == "ok", res.quality
+    assert "film_small_in_frame" in res.quality.notes
+    assert res.corners is not None and quad_iou(res.corners, sheet, SIZE) > 0.95
+
+
+def test_rectify_refuses_grey_frames_without_a_colour_preview() -> None:
+    from kiosk.capture.bracket import FilmCapture
+    from kiosk.rectify.rectifier import rectify_capture
+
+    grey = np.full((SIZE[0], SIZE[1]), 128, np.uint8)
+    with pytest.raises(ImageError, match="RGB"):
+        rectify_capture(FilmCapture.single(grey), method="classical")

@@ -61,14 +61,32 @@ def linear_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def linear_luminance(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 (H, W) linear luminance (Rec. 709 weights)."""
+    """RGB uint8 (H, W, 3) -> float32 (H, W) linear luminance (Rec. 709 weights).
+
+    A grey uint8 image (H, W), such as a JPEG's luma, gives its linear value: under light of
+    one colour that is proportional to the luminance (a film scales every channel alike), so
+    ratios of it (transmittance, edge profiles) are the same.
+    """
     lin = linear_rgb(rgb)
+    if lin.ndim == 2:
+        return lin
     if lin.ndim == 3 and lin.shape[2] == 3 and min(lin.shape[:2]) > 0:
         # a 3-term dot product in OpenCV: with the table lookup 4x faster than numpy's fancy
         # indexing, equal to it within float32 rounding
         return cv2.transform(lin, _WEIGHTS_1X3)
     r, g, b = (np.float32(w) for w in REC709_WEIGHTS)
     return lin[..., 0] * r + lin[..., 1] * g + lin[..., 2] * b
+
+
+def recolour(grey: np.ndarray, preview: np.ndarray) -> np.ndarray:
+    """RGB uint8 at ``grey``'s size from its luma (uint8 (H, W)) and a smaller colour copy of
+    the same view (``preview``, RGB uint8): the preview's chroma enlarged under the full-size
+    luma, as a JPEG holds colour (BT.601 luma, the weights of ``COLOR_RGB2GRAY``)."""
+    h, w = grey.shape[:2]
+    big = cv2.resize(preview, (w, h), interpolation=cv2.INTER_LINEAR)
+    ycc = cv2.cvtColor(big, cv2.COLOR_RGB2YCrCb)
+    ycc[..., 0] = grey
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
 def encode_lut(levels: int) -> np.ndarray:

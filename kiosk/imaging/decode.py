@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +36,17 @@ _DICOM_MAGIC_OFFSET = 128
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """Decoded pixels (grey uint8 (H, W) or RGB uint8 (H, W, 3)) and what we learnt reading them."""
+    """Decoded pixels (grey uint8 (H, W) or RGB uint8 (H, W, 3)) and what we learnt reading them.
+
+    ``preview`` is set only when asked for (``preview_long_side``) and the file is a colour
+    JPEG: then ``pixels`` is its luma at full size and ``preview`` its colour, box-averaged by
+    2, 4 or 8 (the decoder's own scaling) to at least ``preview_long_side`` on the long side.
+    """
 
     pixels: np.ndarray
     format: str
     notes: tuple[str, ...] = ()
+    preview: np.ndarray | None = None
 
 
 def _is_dicom(head: bytes) -> bool:
@@ -93,10 +101,15 @@ def _read_dicom(data: bytes, name: str) -> LoadedImage:
     return LoadedImage(grey, "DICOM", tuple(notes))
 
 
-def decode_image(data: bytes, name: str = "the image") -> LoadedImage:
+def decode_image(
+    data: bytes, name: str = "the image", *, preview_long_side: int | None = None
+) -> LoadedImage:
     """Decode image bytes, refusing bombs, truncation and unusable modes with a clear error.
 
     ``name`` is what error messages call the image; never pass a file name (see the module doc).
+    ``preview_long_side``: for a photo whose colour is wanted only at that size (the photo
+    path locates the film at 480 px), a colour JPEG is decoded as full-size luma plus a
+    reduced colour preview (``LoadedImage``), about half the work of a full colour decode.
     """
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)", "copy the file again; it was not saved")
@@ -138,6 +151,10 @@ def decode_image(data: bytes, name: str = "the image") -> LoadedImage:
         )
     notes: list[str] = []
     fmt = img.format or "unknown"
+    if preview_long_side is not None:
+        split = _decode_jpeg_luma_and_preview(data, img, preview_long_side)
+        if split is not None:
+            return LoadedImage(split[0], fmt, (), split[1])
     fast = _decode_complete_jpeg(data, img)
     if fast is not None:
         return LoadedImage(fast, fmt, ())
@@ -196,10 +213,68 @@ def _decode_complete_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
     return _grey_if_grey(decoded)
 
 
-def read_image(path: Path) -> LoadedImage:
+_REDUCED_COLOUR = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def preview_factor(size_wh: tuple[int, int], preview_long_side: int) -> int:
+    """The largest of 8, 4, 2 by which the JPEG decoder can scale an image of ``size_wh`` and
+    keep its long side at least ``preview_long_side``; 1 when none can."""
+    return next((k for k in (8, 4, 2) if max(size_wh) // k >= preview_long_side), 1)
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _helper() -> ThreadPoolExecutor:
+    """One worker thread for the second decode, made on first use (again after a fork)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode"))
+    return _pool[1]
+
+
+def _decode_jpeg_luma_and_preview(
+    data: bytes, img: Image.Image, preview_long_side: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A complete colour JPEG as (luma at full size, colour at 1/k): libjpeg reads the luma
+    without upsampling or converting the chroma, and scales the colour in its inverse DCT
+    (1/8: the 8x8 block means). k is the largest of 8, 4, 2 that keeps the preview's long side
+    at least ``preview_long_side``; None when none does, or for anything but a complete colour
+    JPEG, or an exactly grey one (decoded as before)."""
+    if img.format != "JPEG" or img.mode != "RGB" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return None
+    width, height = img.size
+    k = preview_factor((width, height), preview_long_side)
+    if k == 1:
+        return None
+    buf = np.frombuffer(data, np.uint8)
+    # the two decodes on the two cores (OpenCV lets go of the GIL while it decodes)
+    pending = _helper().submit(cv2.imdecode, buf, _REDUCED_COLOUR[k])
+    luma = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    small = pending.result()
+    if luma is None or small is None or luma.shape != (height, width):
+        return None
+    # whole k x k cells only, as ``imaging.resize.box_shrink`` keeps them
+    small = small[: height // k, : width // k]
+    if small.shape[:2] != (height // k, width // k):
+        return None
+    if np.array_equal(small[..., 0], small[..., 1]) and np.array_equal(
+        small[..., 1], small[..., 2]
+    ):
+        return None  # a grey picture saved as colour: one channel, as ``_grey_if_grey`` gives
+    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # (the reduced flags have no RGB variant)
+    return luma, rgb
+
+
+def read_image(path: Path, *, preview_long_side: int | None = None) -> LoadedImage:
     """Read and decode an image file (content decides the format, not the extension).
 
-    Error messages say "the file", not its name (see the module doc).
+    Error messages say "the file", not its name (see the module doc). ``preview_long_side``:
+    see ``decode_image``.
     """
     path = Path(path)
     try:
@@ -223,7 +298,7 @@ def read_image(path: Path) -> LoadedImage:
             f"the file cannot be read ({exc.strerror or type(exc).__name__})",
             "copy the file again from its source",
         ) from exc
-    return decode_image(data, "the file")
+    return decode_image(data, "the file", preview_long_side=preview_long_side)
 
 
 def list_inputs(paths: list[Path]) -> list[Path]:

@@ -106,7 +106,7 @@ def develop(
     """The grey film (uint8) of a photo or capture whose film corners are known (TL, TR, BR,
     BL in frame pixels): the kiosk's warp, density recovery and margin crop, no detection."""
     capture = photo if isinstance(photo, FilmCapture) else FilmCapture.single(photo)
-    light = measure_light(capture.base, reference)
+    light = measure_light(capture.base, reference, capture.preview)
     quad_work = light.to_work(np.asarray(corners, np.float32))
     clear_t = clear_film_level(light.trans, quad_work)
     return develop_film(capture, np.asarray(corners, np.float32), light, clear_t).grey

@@ -66,13 +66,16 @@ def usable_reference(
     return reference
 
 
-def measure_light(photo: np.ndarray, reference: RigReference | None) -> Light:
-    """Shrink, linearise and model the lightbox of one frame (RGB uint8)."""
+def measure_light(
+    photo: np.ndarray, reference: RigReference | None, preview: np.ndarray | None = None
+) -> Light:
+    """Shrink, linearise and model the lightbox of one frame (RGB uint8; or its grey luma with
+    ``preview``, its colour box-averaged by an integer factor, see ``FilmCapture``)."""
     h, w = photo.shape[:2]
     reference = usable_reference(reference, (h, w))
     work_scale = WORK_LONG_SIDE_PX / max(h, w)
     ww, wh = max(16, round(w * work_scale)), max(16, round(h * work_scale))
-    small = shrink(photo, (ww, wh))
+    small = shrink(photo if preview is None else preview, (ww, wh))
     lum = linear_luminance(small)
     if reference is not None:
         lit = reference.flat_field_at((wh, ww)) > LIT_IN_REFERENCE

@@ -16,6 +16,7 @@ import numpy as np
 from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
+from kiosk.imaging.colour import recolour
 from kiosk.rectify.develop import Developed, develop_film
 from kiosk.rectify.frame_edge import edge_content
 from kiosk.rectify.gates import (
@@ -119,12 +120,7 @@ def rectify_capture(
     if box is None:
         return result
     x0, y0, x1, y1 = box
-    crop = FilmCapture(
-        tuple(np.ascontiguousarray(f[y0:y1, x0:x1]) for f in capture.frames),
-        capture.exposures,
-        dict(capture.metadata),
-        capture.captured_at,
-    )
+    crop = _crop(capture, (x0, y0, x1, y1))
     # the rig reference covers the whole frame: the closer look models the panel it sees
     zoomed, _ = _rectify_once(crop, None, method, localiser)
     if zoomed.status != "ok" or zoomed.corners is None:
@@ -165,6 +161,25 @@ def zoom_box(light: Light) -> tuple[int, int, int, int] | None:
     )
 
 
+def _crop(capture: FilmCapture, box: tuple[int, int, int, int]) -> FilmCapture:
+    """The frames' region ``box`` (x0, y0, x1, y1); a grey base frame with a colour preview
+    gets its colour back at full size (``recolour``): the closer look needs colour detail."""
+    x0, y0, x1, y1 = box
+    frames = [np.ascontiguousarray(f[y0:y1, x0:x1]) for f in capture.frames]
+    base = capture.base_index
+    preview = capture.preview
+    if preview is not None and frames[base].ndim == 2:
+        ph, pw = preview.shape[:2]
+        k = max(1, round(capture.base.shape[1] / pw))  # the preview's box factor
+        part = preview[
+            int(y0 // k) : min(ph, math.ceil(y1 / k)), int(x0 // k) : min(pw, math.ceil(x1 / k))
+        ]
+        frames[base] = recolour(frames[base], part)
+    return FilmCapture(
+        tuple(frames), capture.exposures, dict(capture.metadata), capture.captured_at
+    )
+
+
 def _rectify_once(
     capture: FilmCapture,
     reference: RigReference | None,
@@ -178,9 +193,10 @@ def _rectify_once(
     if method == "auto":
         method = AUTO_METHOD if AUTO_METHOD == "classical" or localiser else "classical"
     photo = capture.base
+    colour = (capture.preview is not None and capture.preview.ndim == 3) or photo.ndim == 3
     if (
-        photo.ndim != 3
-        or photo.shape[2] != 3
+        not colour
+        or photo.shape[2:] not in ((), (3,))
         or any(f.dtype != np.uint8 for f in capture.frames)
         or len({f.shape[:2] for f in capture.frames}) != 1
     ):
@@ -192,7 +208,7 @@ def _rectify_once(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     H, W = photo.shape[:2]
-    light = measure_light(photo, reference)
+    light = measure_light(photo, reference, capture.preview)
     wh, ww = light.work_hw
     trans, lit = light.trans, light.lit
     lit_sub = lit[::3, ::3]

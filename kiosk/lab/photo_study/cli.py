@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kiosk.lab.photo_study.films import MANIFEST
-from kiosk.lab.photo_study.records import Models, logger
+from kiosk.lab.photo_study.records import INPUT_FORMS, Models, logger
 from kiosk.lab.photo_study.report import to_markdown
 from kiosk.lab.photo_study.study import run_study
 from kiosk.lab.photo_study.summary import summarise
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         help="folder holding film-localiser.json (for --method learned or combined)",
     )
     ap.add_argument(
+        "--input",
+        choices=INPUT_FORMS,
+        default="camera",
+        help="camera: the RGB frame (default); file: as the kiosk decodes a JPEG file",
+    )
+    ap.add_argument(
         "--resummarise",
         action="store_true",
         help="recompute the summary and markdown from the records already in --out",
@@ -73,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.generator is None:
         ap.error("--generator is required (unless --resummarise)")
     else:
-        models = Models(args.model, method=args.method, localiser_dir=args.localiser)
+        models = Models(
+            args.model, method=args.method, localiser_dir=args.localiser, input_form=args.input
+        )
         result = run_study(
             args.generator, args.n, args.seed, args.size, models=models, log_every=args.log_every
         )

@@ -9,16 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import CameraError
+from kiosk.imaging.decode import preview_factor
+from kiosk.imaging.resize import box_shrink
 from kiosk.lab.photo_study.films import MANIFEST, FilmRef, holdout_films, load_film
 from kiosk.lab.photo_study.scenes import Shot, scenes_a, scenes_b
 from kiosk.lab.rectify_bench import quad_iou
 from kiosk.model.classifier import Classifier
 from kiosk.model.ood import OodDetector
-from kiosk.rectify.rectifier import rectify, uses_localiser
+from kiosk.rectify.light import WORK_LONG_SIDE_PX
+from kiosk.rectify.rectifier import rectify_capture, uses_localiser
 
 # the package's logger (the CLI sets its level), as when the study was one module
 logger = logging.getLogger("kiosk.lab.photo_study")
@@ -33,6 +38,21 @@ def _corner_errors(found: np.ndarray, true: np.ndarray, diag: float) -> tuple[fl
     return float(100 * err.mean() / diag), float(100 * err.max() / diag)
 
 
+# how a photo reaches the rectifier: "camera", the RGB frame as the camera hands it; "file",
+# as the kiosk decodes a colour JPEG file (its luma plus a colour preview box-averaged by 2, 4
+# or 8, ``imaging.decode``), made here from the rendered pixels: the luma is what the JPEG
+# decoder gives (``COLOR_RGB2GRAY`` uses the JPEG's luma weights), the preview a box average
+# where the decoder scales in its inverse DCT (within 2 levels of each other)
+INPUT_FORMS = ("camera", "file")
+
+
+def _file_form(rgb: np.ndarray) -> FilmCapture:
+    k = preview_factor((rgb.shape[1], rgb.shape[0]), WORK_LONG_SIDE_PX)
+    if k == 1:
+        return FilmCapture.single(rgb)
+    return FilmCapture.single(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), preview=box_shrink(rgb, k))
+
+
 class Models:
     """The classifier, its OOD gate, the rectify method (and the localiser it needs, loaded
     from ``localiser_dir``) and a cache of the digital films' outputs."""
@@ -44,8 +64,12 @@ class Models:
         *,
         method: str = "auto",
         localiser_dir: Path | None = None,
+        input_form: str = "camera",
     ) -> None:
         self.method = method
+        if input_form not in INPUT_FORMS:
+            raise ValueError(f"input_form must be one of {INPUT_FORMS}, got {input_form!r}")
+        self.input_form = input_form
         self.localiser = None
         if localiser_dir is not None or uses_localiser(method):
             from kiosk.model.localiser import load_localiser
@@ -91,7 +115,10 @@ def measure(
 ) -> dict[str, Any]:
     """Rectify one photo, classify what it gives and compare with the truth."""
     ref, ref_status = _reference(shot.reference)
-    res = rectify(shot.image, ref, method=models.method, localiser=models.localiser)
+    capture = (
+        _file_form(shot.image) if models.input_form == "file" else FilmCapture.single(shot.image)
+    )
+    res = rectify_capture(capture, ref, method=models.method, localiser=models.localiser)
     q = res.quality
     h, w = size
     diag = math.hypot(h, w)

@@ -40,6 +40,7 @@ def run_study(
         else f"Kermany holdout of {SPLIT_CSV.name} ({len(films)} films, seeded order)",
         "model": models.manifest_path.name,
         "rectify_method": models.method,
+        "input_form": models.input_form,
         "localiser_sha256": None if models.localiser is None else models.localiser.manifest.sha256,
         "ood_threshold": None if models.ood is None else models.ood.threshold,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU, "
