@@ -74,7 +74,7 @@ def develop_film(
     del films
     if not lightbox_seen:
         density -= np.float32(np.percentile(density[::4, ::4], 0.5))
-    t_film = np.power(np.float32(10.0), -density[::2, ::2])
+    t_film = cv2.exp(density[::2, ::2] * np.float32(-math.log(10.0)))  # 10 ** -density
     # the margins cropped are clear film: at its base density when the film has a clear base;
     # a black or grey margin is no base (measured against it, most of the image would look
     # "clear" and be cut away), so then only what is as clear as the lightbox itself goes
@@ -90,12 +90,10 @@ def develop_film(
     if dens.size < 64:
         dens, short_c, long_c, t_c = density, shortest, longest, t_film
     d_lo, d_hi = (float(v) for v in np.percentile(dens[::3, ::3], [0.5, 99.5]))
-    scale = np.float32(255.0 / max(d_hi - d_lo, 1e-3))
-    grey = np.subtract(np.float32(d_hi), dens)
-    grey *= scale
-    grey += np.float32(0.5)
-    np.clip(grey, 0, 255, out=grey)
-    return Developed(grey.astype(np.uint8), dens, short_c, long_c, t_c, d_lo, d_hi)
+    scale = 255.0 / max(d_hi - d_lo, 1e-3)
+    # (d_hi - D) * scale, rounded and saturated to 0..255 in one pass
+    grey = cv2.addWeighted(dens, -scale, dens, 0.0, d_hi * scale, dtype=cv2.CV_8U)
+    return Developed(grey, dens, short_c, long_c, t_c, d_lo, d_hi)
 
 
 def develop(
