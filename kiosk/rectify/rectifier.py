@@ -112,10 +112,12 @@ def rectify_capture(
     ``_locate``).
     """
     result, light = _rectify_once(capture, reference, method, localiser)
-    if "no_film" not in result.quality.flags:
+    by_texture = result.quality.metrics.get("located_by_texture", 0.0) > 0
+    if "no_film" not in result.quality.flags and not by_texture:
         return result
-    # nothing found: a small lightbox far from the camera gives the detectors (480 px across
-    # the whole frame) too few pixels; look again at full resolution around the lit panel
+    # nothing found, or found only by its texture (no edge seen): a small lightbox far from
+    # the camera gives the detectors (480 px across the whole frame) too few pixels; look
+    # again at full resolution around the lit panel
     box = zoom_box(light)
     if box is None:
         return result
@@ -125,6 +127,8 @@ def rectify_capture(
     zoomed, _ = _rectify_once(crop, None, method, localiser)
     if zoomed.status != "ok" or zoomed.corners is None:
         return result
+    if by_texture and zoomed.quality.metrics.get("located_by_texture", 0.0) > 0:
+        return result  # (the texture find is kept unless the closer look saw edges)
     metrics = dict(zoomed.quality.metrics)
     metrics["zoomed"] = 1.0
     timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in zoomed.timings_ms.items()}
