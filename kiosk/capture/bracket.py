@@ -166,6 +166,42 @@ def film_capture(stills: Sequence[Still]) -> FilmCapture:
     )
 
 
+MERGE_STRIP_ROWS = 64  # grey frames are merged this many rows at a time (see _merge_grey)
+
+
+def _merge_grey(
+    images: Sequence[np.ndarray], relative: list[float], shortest: int, longest: int
+) -> np.ndarray:
+    """``merge_linear`` of grey frames, a strip of rows at a time: two table lookups per
+    frame (cv2.LUT: SIMD) summed into the strip's sums of weights and of weighted light, then
+    divided. A strip's arrays stay in the CPU's cache; whole 1 MP float32 arrays went through
+    memory at every step (the same numbers, in the same order, 1.5-2x faster here)."""
+    h, w = images[0].shape
+    out = np.empty((h, w), np.float32)
+    weight_luts = [_GREY_WEIGHT * np.float32(rel) for rel in relative]
+    for y in range(0, h, MERGE_STRIP_ROWS):
+        rows = slice(y, min(h, y + MERGE_STRIP_ROWS))
+        acc = out[rows]  # (a view: the strip is written in place)
+        first = np.ascontiguousarray(images[0][rows])
+        cv2.LUT(first, _GREY_WEIGHTED_LINEAR, dst=acc)
+        weights = cv2.LUT(first, weight_luts[0])
+        for image, lut in zip(images[1:], weight_luts[1:], strict=True):
+            part = np.ascontiguousarray(image[rows])
+            cv2.add(acc, cv2.LUT(part, _GREY_WEIGHTED_LINEAR), dst=acc)
+            cv2.add(weights, cv2.LUT(part, lut), dst=weights)
+        empty = weights <= 1e-6
+        if empty.any():  # no frame measured these well: the shortest where it clipped
+            short, long_ = images[shortest][rows][empty], images[longest][rows][empty]
+            acc[empty] = np.where(
+                short >= CLIP_LEVEL,
+                SRGB_TO_LINEAR[short] / np.float32(relative[shortest]),
+                SRGB_TO_LINEAR[long_] / np.float32(relative[longest]),
+            )
+            weights[empty] = 1.0
+        np.divide(acc, weights, out=acc)
+    return out
+
+
 def merge_linear(images: Sequence[np.ndarray], exposures: Sequence[float]) -> np.ndarray:
     """Merge the same pixels of every bracket frame (grey or RGB uint8, sRGB-encoded) into
     linear float32 light in units of the frame whose exposure is 1.0.
@@ -183,28 +219,26 @@ def merge_linear(images: Sequence[np.ndarray], exposures: Sequence[float]) -> np
     shortest = int(np.argmin(relative))
     longest = int(np.argmax(relative))
     colour = images[0].ndim == 3
+    if not colour:
+        return _merge_grey(images, relative, shortest, longest)
     acc = np.zeros(images[0].shape, np.float32)
     weights = np.zeros(images[0].shape[:2], np.float32)
     for image, rel in zip(images, relative, strict=True):
-        if colour:
-            # hat weight from the brightest channel (0 at clipping), 5% where any is black
-            w = HAT_WEIGHT[image.max(axis=2)]
-            w[image.min(axis=2) <= BLACK_LEVEL] *= np.float32(0.05)
-            acc += SRGB_TO_LINEAR[image] * w[..., None]  # w x (value / rel) x rel
-            weights += w * np.float32(rel)
-        else:  # two table lookups per frame (cv2.LUT: SIMD, far faster than numpy indexing)
-            cv2.add(acc, cv2.LUT(image, _GREY_WEIGHTED_LINEAR), dst=acc)
-            cv2.add(weights, cv2.LUT(image, _GREY_WEIGHT * np.float32(rel)), dst=weights)
+        # hat weight from the brightest channel (0 at clipping), 5% where any is black
+        w = HAT_WEIGHT[image.max(axis=2)]
+        w[image.min(axis=2) <= BLACK_LEVEL] *= np.float32(0.05)
+        acc += SRGB_TO_LINEAR[image] * w[..., None]  # w x (value / rel) x rel
+        weights += w * np.float32(rel)
     empty = weights <= 1e-6
     if empty.any():
         where = np.nonzero(empty)
         short, long_ = images[shortest][where], images[longest][where]
-        clipped = (short.max(axis=-1) if colour else short) >= CLIP_LEVEL
+        clipped = short.max(axis=-1) >= CLIP_LEVEL
         source_short = SRGB_TO_LINEAR[short] / np.float32(relative[shortest])
         source_long = SRGB_TO_LINEAR[long_] / np.float32(relative[longest])
-        acc[where] = np.where(clipped[..., None] if colour else clipped, source_short, source_long)
+        acc[where] = np.where(clipped[..., None], source_short, source_long)
         weights[where] = 1.0
-    return acc / (weights[..., None] if colour else weights)
+    return acc / weights[..., None]
 
 
 def capture_film(
