@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from kiosk.errors import ImageError
+from kiosk.helper_thread import helper
 
 logger = logging.getLogger(__name__)
 
@@ -226,17 +225,6 @@ def preview_factor(size_wh: tuple[int, int], preview_long_side: int) -> int:
     return next((k for k in (8, 4, 2) if max(size_wh) // k >= preview_long_side), 1)
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _helper() -> ThreadPoolExecutor:
-    """One worker thread for the second decode, made on first use (again after a fork)."""
-    global _pool
-    if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode"))
-    return _pool[1]
-
-
 def _decode_jpeg_luma_and_preview(
     data: bytes, img: Image.Image, preview_long_side: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -253,7 +241,7 @@ def _decode_jpeg_luma_and_preview(
         return None
     buf = np.frombuffer(data, np.uint8)
     # the two decodes on the two cores (OpenCV lets go of the GIL while it decodes)
-    pending = _helper().submit(cv2.imdecode, buf, _REDUCED_COLOUR[k])
+    pending = helper().submit(cv2.imdecode, buf, _REDUCED_COLOUR[k])
     luma = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
     small = pending.result()
     if luma is None or small is None or luma.shape != (height, width):

@@ -97,7 +97,8 @@ def colour_variation(rgb: np.ndarray) -> tuple[float, float]:
 def bright_mask(lum: np.ndarray) -> np.ndarray:
     """uint8 1 where the light is at least 0.4 of the brightest (99.5th percentile): the lit
     panel and what is as bright, not the housing or the room."""
-    return (lum > 0.4 * float(np.percentile(lum, 99.5))).astype(np.uint8)
+    # (the percentile of every other row and column: the same level, a quarter of the work)
+    return (lum > 0.4 * float(np.percentile(lum[::2, ::2], 99.5))).astype(np.uint8)
 
 
 def lit_mask(lum: np.ndarray) -> np.ndarray:

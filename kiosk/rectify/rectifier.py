@@ -16,6 +16,7 @@ import numpy as np
 from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
+from kiosk.helper_thread import helper
 from kiosk.imaging.colour import recolour
 from kiosk.rectify.develop import Developed, develop_film
 from kiosk.rectify.frame_edge import edge_content
@@ -352,9 +353,11 @@ def _rectify_once(
             "rejected", corners, None, make_quality(["cut_off"], metrics), timings
         ), light
     t2 = time.perf_counter()
+    # the film's colour and surround are measured on the helper thread meanwhile
+    surround = helper().submit(_colour_and_surround, light, corners)
     film = develop_film(capture, corners, light, clear_t, lightbox_seen=lightbox_seen)
     timings["develop_ms"] = (time.perf_counter() - t2) * 1000
-    metrics.update(_colour_and_surround(light, corners))
+    metrics.update(surround.result())
     # the clear margin's level is trusted as the glare limit only when a real stretch of
     # lightbox surrounds the film; otherwise (a clipped or hidden panel: the "lightbox" may be
     # the clear margin itself) only light brighter than the panel model counts as glare

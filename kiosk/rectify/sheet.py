@@ -18,6 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from kiosk.imaging.resize import shrink
+
 MIN_REGION = 0.01  # of the image's area: smaller bright specks (text, markers) do not count
 WORK_LONG_SIDE = 256  # px: the image is looked at this size
 MIN_FILL = 0.65  # of its bounding box a region fills to count (an oval fills 0.79)
@@ -31,7 +33,7 @@ def similar_regions(grey: np.ndarray) -> int:
     h, w = grey.shape[:2]
     scale = WORK_LONG_SIDE / max(h, w)
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    small = shrink(grey, size)
     block = int(WORK_LONG_SIDE * LOCAL_WINDOW) | 1
     bright = cv2.adaptiveThreshold(
         small, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, -LOCAL_MARGIN
