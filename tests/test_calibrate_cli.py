@@ -106,9 +106,15 @@ def test_calibrate_activate_use_and_roll_back(scored: Scored, data_dir: Path) ->
     threshold = summary["thresholds"]["pneumonia"]["value"]
     assert finding["threshold"] == pytest.approx(threshold, abs=1e-6)
     # --no-store applies the active calibration too (it used to show raw scores).
-    (unstored,) = lines(run_kiosk("analyze", "--json", "--no-store", str(first)).stdout)
+    unstored_out = run_kiosk("analyze", "--json", "--no-store", "--input", "photo", str(first))
+    (unstored,) = lines(unstored_out.stdout)
     assert unstored["calibration"] == line["calibration"] and unstored["result_id"] is None
     assert unstored["findings"][0]["probability"] == pytest.approx(finding["probability"])
+    # guessing the kind decodes the file in full colour, not as luma plus a preview (the photo
+    # path's decode): the same calibration, a finding within an output quantum or two
+    (guessed,) = lines(run_kiosk("analyze", "--json", "--no-store", str(first)).stdout)
+    assert guessed["input"] == "photo" and guessed["calibration"] == line["calibration"]
+    assert guessed["findings"][0]["raw"] == pytest.approx(finding["raw"], abs=0.02)
 
     back = run_kiosk("calibration", "rollback")
     assert back.returncode == 0 and "factory" in back.stdout
