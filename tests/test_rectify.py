@@ -457,9 +457,10 @@ def test_edge_content_sees_image_or_dark_at_the_frame_edge() -> None:
 
 
 def _small_film_far_away(
-    seed: int, film: bool = True, *, film_scale: float = 0.45, panel_scale: float = 1.3
+    seed: int, film: bool = True, *, film_scale: float = 0.5, panel_scale: float = 1.3
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A small lightbox far from the camera: the film covers 2.5 % of the frame. Rendered in
+    """A small lightbox far from the camera: the film covers 3 % of the frame (117 px on its
+    short side, just above ``gates.MIN_FILM_SIDE_PX``). Rendered in
     linear light (panel x film transmittance + room light), a clear margin round the image.
     ``panel_scale``: the lit panel's size over the film's (below 1 the film overhangs it)."""
     rng = np.random.default_rng(seed)
@@ -638,3 +639,27 @@ def test_rectify_refuses_grey_frames_without_a_colour_preview() -> None:
     grey = np.full((SIZE[0], SIZE[1]), 128, np.uint8)
     with pytest.raises(ImageError, match="RGB"):
         rectify_capture(FilmCapture.single(grey), method="classical")
+
+
+def test_a_film_too_small_in_the_picture_is_refused_first() -> None:
+    """Below ``MIN_FILM_SIDE_PX`` on its shorter side nothing on the film can be read: the
+    refusal comes first, with its own reason; at the limit the film passes that check."""
+    from kiosk.rectify.gates import MIN_FILM_SIDE_PX, judge_photo
+
+    fine = {"film_short_side_px": MIN_FILM_SIDE_PX, "contrast": 2.0}
+    assert judge_photo(fine).ok
+    small = {**fine, "film_short_side_px": MIN_FILM_SIDE_PX - 1, "lung_clipped_fraction": 0.9}
+    verdict = judge_photo(small)
+    assert not verdict.ok and verdict.flags[:2] == ("film_too_small", "overexposed")
+    assert verdict.reason is not None and "too small in the picture" in verdict.reason
+    assert verdict.checks["film_short_side_px_min"] == (MIN_FILM_SIDE_PX - 1, MIN_FILM_SIDE_PX)
+
+
+def test_a_film_found_by_the_closer_look_but_too_small_says_so() -> None:
+    """A film 70 px across: the closer look finds it, and the refusal says it is too small in
+    the picture (move the camera closer), not that there is no film."""
+    photo, sheet = _small_film_far_away(3, film_scale=0.3)
+    res = rectify(photo, method="classical")
+    assert res.status == "rejected" and res.quality.flags[0] == "film_too_small", res.quality
+    assert res.quality.advice is not None and "closer" in res.quality.advice
+    assert res.corners is not None and quad_iou(res.corners, sheet, SIZE) > 0.9

@@ -35,6 +35,10 @@ MIN_CONTRAST_D = 0.3  # density range of a radiograph; a blank sheet has less
 COLOUR_DETAIL_MAX = 0.25  # photographed films <= 0.22, coloured pictures mostly far above
 COLOUR_FIELD_MAX = 0.5  # photographed films <= 0.18, large coloured regions ~1.2
 SHEET_REGIONS_MAX = 3  # sheet.similar_regions: films of the holdout <= 2, most CT/MR sheets >= 4
+# the film's shorter side in the photo (px) below which it cannot be read: half the model's
+# 224 px input; B's correctly found films >= 134 px, its wrong tiny quads 44-103 px
+# (docs/rectify.md)
+MIN_FILM_SIDE_PX = 112.0
 DARK_LIGHTBOX = 0.06  # linear lightbox level below which nothing can be measured
 CLIP_LEVEL = 250  # 8-bit code treated as clipped
 BLACK_LEVEL = 3  # 8-bit code treated as no signal
@@ -72,6 +76,11 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
     """
     flags: list[str] = []
     checks: dict[str, tuple[float, float]] = {}
+    side = float(metrics.get("film_short_side_px", math.nan))
+    if side == side:  # not NaN
+        checks["film_short_side_px_min"] = (side, MIN_FILM_SIDE_PX)
+        if side < MIN_FILM_SIDE_PX:
+            flags.append("film_too_small")
     for name, limit, flag in REFUSALS:
         value = float(metrics.get(name, float("nan")))
         if value == value:  # not NaN

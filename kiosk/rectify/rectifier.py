@@ -49,7 +49,7 @@ from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.sheet import similar_regions
 from kiosk.rectify.texture import detect_by_texture
-from kiosk.rectify.warp import upright
+from kiosk.rectify.warp import quad_sides, upright
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,11 @@ def rectify_capture(
     crop = _crop(capture, (x0, y0, x1, y1))
     # the rig reference covers the whole frame: the closer look models the panel it sees
     zoomed, _ = _rectify_once(crop, None, method, localiser)
-    if zoomed.status != "ok" or zoomed.corners is None:
+    if zoomed.corners is None:
+        return result
+    # a film the closer look found but that is too small to read: say so, not "no film"
+    too_small = zoomed.quality.flags[:1] == ("film_too_small",) and not by_texture
+    if zoomed.status != "ok" and not too_small:
         return result
     if by_texture and zoomed.quality.metrics.get("located_by_texture", 0.0) > 0:
         return result  # (the texture find is kept unless the closer look saw edges)
@@ -134,7 +138,8 @@ def rectify_capture(
     metrics["zoomed"] = 1.0
     timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in zoomed.timings_ms.items()}
     corners = (zoomed.corners + np.array([x0, y0], np.float32)).astype(np.float32)
-    return RectifyResult("ok", corners, zoomed.film, judge_photo(metrics), timings)
+    quality = judge_photo(metrics)
+    return RectifyResult("ok" if quality.ok else "rejected", corners, zoomed.film, quality, timings)
 
 
 def zoom_box(light: Light) -> tuple[int, int, int, int] | None:
@@ -352,6 +357,7 @@ def _rectify_once(
         return RectifyResult(
             "rejected", corners, None, make_quality(["cut_off"], metrics), timings
         ), light
+    metrics["film_short_side_px"] = min(quad_sides(corners))  # of the quad that is read
     t2 = time.perf_counter()
     # the film's colour and surround are measured on the helper thread meanwhile
     surround = helper().submit(_colour_and_surround, light, corners)

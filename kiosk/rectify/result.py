@@ -61,6 +61,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "No film found on the lightbox",
         "Clip the film in the middle of the lightbox, fully inside the frame",
     ),
+    "film_too_small": (
+        "The film is too small in the picture to be read",
+        "Move the camera closer to the lightbox, or zoom in, so the film fills most of the picture",
+    ),
     "cut_off": (
         "The film is cut off by the edge of the picture",
         "Move the film to the middle of the lightbox so all four edges are visible",

@@ -13,12 +13,18 @@ from kiosk.imaging.resize import box_shrink
 OUTPUT_LONG_SIDE_PX = 1024  # cap on the rectified film's long side
 
 
+def quad_sides(corners: np.ndarray) -> tuple[float, float]:
+    """(width, height) of a quad (TL, TR, BR, BL): the mean lengths of its opposite sides."""
+    tl, tr, br, bl = np.asarray(corners, np.float64)
+    fw = float(np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    fh = float(np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    return fw, fh
+
+
 def film_size(corners: np.ndarray) -> tuple[int, int]:
     """(width, height) of the rectified film: the quad's mean side lengths, long side capped
     at ``OUTPUT_LONG_SIDE_PX``."""
-    tl, tr, br, bl = corners.astype(np.float64)
-    fw = float(np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
-    fh = float(np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    fw, fh = quad_sides(corners)
     s = min(1.0, OUTPUT_LONG_SIDE_PX / max(fw, fh))
     return max(16, round(fw * s)), max(16, round(fh * s))
 

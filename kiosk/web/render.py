@@ -35,7 +35,8 @@ FLAG_TEXT = {
     "glare": "There is glare on the film.",
     "overexposed": "The photo is over-exposed.",
     "underexposed": "The photo is too dark.",
-    "too_small": "The film is too small in the photo.",
+    "too_small": "The image is too small.",
+    "film_too_small": "The film is too small in the photo.",
     "blank": "The film looks blank.",
 }
 
