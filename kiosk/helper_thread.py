@@ -1,6 +1,7 @@
 """One helper thread per process, for work that runs beside the main thread's.
 
-The kiosk analyses one photo at a time on a 2-core machine (a Pi 4 has 4). Some of that work
+The kiosk analyses one photo at a time on a few cores (2 on the development VM, 4 on a Pi 4
+or 5), and most of its steps use one of them. Some of that work
 splits into two independent parts whose heavy steps let go of the GIL (OpenCV calls, large
 numpy operations): decoding a JPEG's luma and its colour preview, developing the film and
 measuring its colour. The main thread hands one part to this helper and does the other.

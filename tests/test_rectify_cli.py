@@ -63,11 +63,13 @@ def test_rectify_debug_overlay_shows_the_gate_that_fired(tmp_path: Path, data_di
     assert data["status"] == "ok", data["quality"]
     checks = data["quality"]["checks"]
     assert {"lung_clipped_fraction", "lung_crushed_fraction"} <= set(checks)
+    # limits are maxima, except the "_min" checks (contrast, the film's size in the picture)
     assert all(
-        c["value"] is None or c["value"] <= c["limit"]
+        c["value"] is None
+        or (c["value"] >= c["limit"] if k.endswith("_min") else c["value"] <= c["limit"])
         for k, c in checks.items()
-        if k != "contrast_min"
     )
+    assert "film_short_side_px_min" in checks
     overlay = read_image(debug / "photo-debug.png").pixels
     green = (overlay[..., 1] > 150) & (overlay[..., 0] < 80) & (overlay[..., 2] < 80)
     assert green.sum() > 200, "the accepted quad is drawn in green"

@@ -49,7 +49,7 @@ def draw_overlay(
     q = result.quality
     lines = [f"{result.status.upper()}: {q.reason or 'accepted'}"]
     for name, (value, limit) in q.checks.items():
-        over = value < limit if name == "contrast_min" else value > limit
+        over = value < limit if name.endswith("_min") else value > limit  # ("_min": a minimum)
         lines.append(f"{'REFUSED ' if over else ''}{name} = {value:.4g} (limit {limit:.4g})")
     if q.notes:
         lines.append("notes: " + ", ".join(q.notes))

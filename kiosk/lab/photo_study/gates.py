@@ -19,6 +19,7 @@ GATES: tuple[tuple[str, str, str], ...] = (
     ("colour_field", "colour_field", "max"),
     ("similar_regions", "similar_regions", "max"),
     ("contrast", "contrast_min", "min"),
+    ("film_short_side_px", "film_short_side_px_min", "min"),
 )
 
 
