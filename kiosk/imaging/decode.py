@@ -176,17 +176,26 @@ def decode_image(
     return LoadedImage(pixels, fmt, tuple(notes))
 
 
-def _grey_if_grey(rgb: np.ndarray) -> np.ndarray:
-    """Grey images saved as RGB (most X-ray JPEGs) are kept as one channel."""
+def _channels_equal(rgb: np.ndarray) -> bool:
+    """Whether the three channels of an (H, W, 3) image are identical: a grey picture."""
     sub = rgb[::16, ::16]  # a photo's colour shows in a sample; only a grey image needs all
-    if (
+    return (
         np.array_equal(sub[..., 0], sub[..., 1])
         and np.array_equal(sub[..., 1], sub[..., 2])
         and np.array_equal(rgb[..., 0], rgb[..., 1])
         and np.array_equal(rgb[..., 1], rgb[..., 2])
-    ):
-        return np.ascontiguousarray(rgb[..., 0])
-    return np.ascontiguousarray(rgb)
+    )
+
+
+def _grey_if_grey(rgb: np.ndarray) -> np.ndarray:
+    """Grey images saved as RGB (most X-ray JPEGs) are kept as one channel."""
+    return np.ascontiguousarray(rgb[..., 0] if _channels_equal(rgb) else rgb)
+
+
+def _complete_jpeg(data: bytes, img: Image.Image) -> bool:
+    """A JPEG that ends in its end-of-image marker (OpenCV decodes a truncated one without
+    complaint, so only these go to it)."""
+    return img.format == "JPEG" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
 _IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
@@ -196,9 +205,7 @@ def _decode_complete_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
     """A baseline RGB or grey JPEG that ends in its end-of-image marker, decoded by OpenCV's
     libjpeg-turbo (about twice as fast as PIL here); None when PIL must do it (other formats
     and modes, or a file that may be truncated: OpenCV decodes those without complaint)."""
-    if img.format != "JPEG" or img.mode not in ("RGB", "L"):
-        return None
-    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+    if img.mode not in ("RGB", "L") or not _complete_jpeg(data, img):
         return None
     # OpenCV >= 4.10 decodes straight to RGB; older ones (Bookworm's 4.6) give BGR
     flag = cv2.IMREAD_GRAYSCALE if img.mode == "L" else _IMREAD_RGB or cv2.IMREAD_COLOR
@@ -233,7 +240,7 @@ def _decode_jpeg_luma_and_preview(
     (1/8: the 8x8 block means). k is the largest of 8, 4, 2 that keeps the preview's long side
     at least ``preview_long_side``; None when none does, or for anything but a complete colour
     JPEG, or an exactly grey one (decoded as before)."""
-    if img.format != "JPEG" or img.mode != "RGB" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+    if img.mode != "RGB" or not _complete_jpeg(data, img):
         return None
     width, height = img.size
     k = preview_factor((width, height), preview_long_side)
@@ -250,9 +257,7 @@ def _decode_jpeg_luma_and_preview(
     small = small[: height // k, : width // k]
     if small.shape[:2] != (height // k, width // k):
         return None
-    if np.array_equal(small[..., 0], small[..., 1]) and np.array_equal(
-        small[..., 1], small[..., 2]
-    ):
+    if _channels_equal(small):
         return None  # a grey picture saved as colour: one channel, as ``_grey_if_grey`` gives
     rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # (the reduced flags have no RGB variant)
     return luma, rgb
