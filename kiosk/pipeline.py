@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from kiosk.capture.rig import RigReference
 from kiosk.clock import utcnow
 from kiosk.config import KioskConfig
 from kiosk.errors import CalibrationError, ImageError, KioskError, StoreError
+from kiosk.helper_thread import helper
 from kiosk.imaging.decode import LoadedImage, read_image
 from kiosk.imaging.encode import encode_jpeg
 from kiosk.model.classifier import Classifier, Prediction
@@ -48,6 +50,8 @@ from kiosk.store import FindingRecord, ResultRecord, Store
 from kiosk.store.calibrations import read_active_calibration
 
 logger = logging.getLogger(__name__)
+
+FILM_JPEG_QUALITY = 92  # the stored film (what the result page and the hub show)
 
 InputKind = Literal["photo", "digital", "auto"]
 Status = Literal["ok", "rejected", "error"]
@@ -73,6 +77,8 @@ class AnalysisResult:
     cam: np.ndarray | None = None
     logits: np.ndarray | None = None
     features: np.ndarray | None = None
+    # the film's JPEG for the store, encoded on the helper thread while the model runs
+    film_jpeg: Future[bytes] | None = field(default=None, repr=False)
 
     @property
     def calibration_id(self) -> str | None:
@@ -313,7 +319,7 @@ class Pipeline:
             source=source, status="ok", input_kind=input_kind, model=self.model_ref
         )
         try:
-            self._run_stages(capture, result, timings, input_kind)
+            self._run_stages(capture, result, timings, input_kind, store=store)
         except KioskError as exc:
             result.status, result.reason, result.advice = "error", exc.message, exc.fix
         except Exception as exc:  # one bad image must never stop a batch
@@ -334,6 +340,8 @@ class Pipeline:
         result: AnalysisResult,
         timings: dict[str, float],
         input_kind: InputKind,
+        *,
+        store: bool = False,
     ) -> None:
         t = time.perf_counter()
         image = capture.base
@@ -365,6 +373,8 @@ class Pipeline:
                 return
             film = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         result.film = film
+        if store and self.store is not None and self.data_dir is not None and self.store_images:
+            result.film_jpeg = helper().submit(encode_jpeg, film, quality=FILM_JPEG_QUALITY)
 
         t = time.perf_counter()
         prediction = self.classifier.predict(film)
@@ -477,17 +487,24 @@ class Pipeline:
                     record.id,
                 )
             else:
-                record.image_path = self._write_film(record.id, record.created_at, result.film)
+                jpeg = None if result.film_jpeg is None else result.film_jpeg.result()
+                record.image_path = self._write_film(
+                    record.id, record.created_at, result.film, jpeg
+                )
         result.result_id = self.store.save_result(record)
         result.timings_ms["store"] = (time.perf_counter() - t) * 1000.0
         return result
 
-    def _write_film(self, result_id: str, created_at: str, film: np.ndarray) -> str:
+    def _write_film(
+        self, result_id: str, created_at: str, film: np.ndarray, jpeg: bytes | None = None
+    ) -> str:
         day = created_at[:10]
         relative = Path("images") / day / f"{result_id}.jpg"
         assert self.data_dir is not None
+        if jpeg is None:
+            jpeg = encode_jpeg(film, quality=FILM_JPEG_QUALITY)
         try:
-            atomic_write_bytes(self.data_dir / relative, encode_jpeg(film, quality=92))
+            atomic_write_bytes(self.data_dir / relative, jpeg)
         except OSError as exc:
             raise StoreError(
                 f"could not write the film image to {self.data_dir / relative.parent}: {exc}",

@@ -48,6 +48,9 @@ class Still:
     image: np.ndarray
     metadata: dict[str, float | str] = field(default_factory=dict)
     captured_at: float = 0.0  # time.time()
+    # the same frame's colour at a 2-8x smaller size, made by the camera (``camera.lores``);
+    # None when the backend has no such copy
+    preview: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 The camera runs a small preview configuration (main stream, "RGB888") for detection and the
 live page. A still switches to a full-resolution still configuration (``switch_mode``), waits
-until the frames carry the requested exposure, takes ``capture_arrays(["main"])`` (pixels and
-metadata of the same frame) and switches back. A bracket stays in the still mode for all its
+until the frames carry the requested exposure, takes ``capture_arrays(["main", "lores"])``
+(pixels, the ISP's small YUV420 copy of them, ``camera.lores``, and the frame's metadata) and
+switches back. A bracket stays in the still mode for all its
 exposures. picamera2's "RGB888" arrays are in B, G, R byte order: they are flipped to RGB here.
 
 Manual exposure is libcamera's controls: ``AeEnable`` off with ``ExposureTime`` (µs) and
@@ -35,6 +36,7 @@ from kiosk.camera.base import (
     Exposure,
     Still,
 )
+from kiosk.camera.lores import lores_size, yuv420_to_rgb
 from kiosk.errors import CameraError
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ class Picamera2Camera:
         )
         self._still_config = cam.create_still_configuration(
             main={"size": still_size, "format": "RGB888"},
+            lores={"size": lores_size(still_size), "format": "YUV420"},
             controls=dict(self._locked_controls),
         )
 
@@ -275,12 +278,13 @@ class Picamera2Camera:
                         self._wait_for_exposure(*manual)
                     elif self._locked_controls:
                         cam.set_controls(self._locked_controls)
-                    arrays, metadata = cam.capture_arrays(["main"])
+                    arrays, metadata = cam.capture_arrays(["main", "lores"])
                     stills.append(
                         Still(
                             image=_bgr_to_rgb(arrays[0]),
                             metadata=self._still_metadata(metadata, exposure.ev),
                             captured_at=time.time(),
+                            preview=self._lores_rgb(arrays[1]),
                         )
                     )
             finally:
@@ -288,6 +292,15 @@ class Picamera2Camera:
                 if self._locked_controls:
                     cam.set_controls(self._locked_controls)
         return stills
+
+    def _lores_rgb(self, array: np.ndarray) -> np.ndarray | None:
+        """The still's lores copy as RGB; None (logged) when it cannot be read."""
+        try:
+            size = tuple(self._still_config["lores"]["size"])
+            return yuv420_to_rgb(array, (int(size[0]), int(size[1])))
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("Cannot read the still's lores copy (%s): the frame is shrunk", exc)
+            return None
 
     def _still_metadata(self, metadata: dict[str, Any], ev: float) -> dict[str, float | str]:
         out: dict[str, float | str] = {META_BACKEND: self.name, META_EV: float(ev)}

@@ -39,6 +39,7 @@ from kiosk.camera.base import (
     Still,
     as_rgb,
 )
+from kiosk.camera.lores import box_preview
 from kiosk.errors import CameraError, ImageError
 from kiosk.imaging.decode import list_inputs, read_image
 
@@ -277,7 +278,9 @@ class SimulatorCamera:
             META_EV: float(requested.ev),
             "placement": float(ident),
         }
-        return Still(image=as_rgb(rendering.image), metadata=metadata, captured_at=time.time())
+        image = as_rgb(rendering.image)
+        # what the Pi's ISP scales into the lores stream alongside the still
+        return Still(image, metadata, time.time(), preview=box_preview(image))
 
     def capture_bracket(self, evs: Sequence[float]) -> list[Still]:
         """Stills at each EV offset from the locked exposure."""

@@ -27,6 +27,7 @@ from kiosk.camera.base import (
     Camera,
     Still,
 )
+from kiosk.camera.lores import preview_agrees
 from kiosk.errors import CameraError
 from kiosk.imaging.colour import SRGB_TO_LINEAR
 
@@ -110,10 +111,12 @@ class FilmCapture:
     exposures: tuple[float, ...]
     metadata: dict[str, float | str] = field(default_factory=dict)
     captured_at: float = 0.0  # time.time() of the base frame
-    # the base frame's colour box-averaged by an integer factor (a JPEG decoded at 1/2, 1/4
-    # or 1/8 scale); when set, the base frame may be grey (its luma, what the film is
-    # developed from) and the colour is read from here: a 1080p JPEG decodes to grey plus a
-    # quarter-size colour copy in half the time of a full colour decode
+    # the base frame's colour at an integer reduction: a JPEG decoded at 1/2, 1/4 or 1/8
+    # scale, or the camera's own small copy of the still (``camera.lores``, checked against
+    # the frame). The film is located on it instead of on the shrunk frame; and when it is
+    # set the base frame may be grey (its luma, what the film is developed from) with the
+    # colour read from here: a 1080p JPEG decodes to grey plus a quarter-size colour copy in
+    # half the time of a full colour decode
     preview: np.ndarray | None = None
 
     @property
@@ -158,11 +161,15 @@ def film_capture(stills: Sequence[Still]) -> FilmCapture:
         st.image if i == base or st.image.ndim == 2 else cv2.cvtColor(st.image, cv2.COLOR_RGB2GRAY)
         for i, st in enumerate(stills)
     )
+    preview = stills[base].preview
+    if preview is not None and not preview_agrees(stills[base].image, preview):
+        preview = None  # the rectifier shrinks the base frame instead
     return FilmCapture(
         frames=frames,
         exposures=tuple(e / exposures[base] for e in exposures),
         metadata=metadata,
         captured_at=stills[base].captured_at,
+        preview=preview,
     )
 
 

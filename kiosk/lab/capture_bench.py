@@ -62,6 +62,8 @@ def _render_bracket(out: str, size: tuple[int, int], evs: Sequence[float], seed:
     (folder / "photo-1080p.jpg").write_bytes(encode_jpeg(photo, quality=90))
     for i, frame in enumerate(capture.frames):
         np.save(folder / f"frame{i}.npy", frame)
+    if capture.preview is not None:  # the camera's small copy of the base frame (lores)
+        np.save(folder / "preview.npy", capture.preview)
     meta = {
         "exposures": list(capture.exposures),
         "metadata": capture.metadata,
@@ -74,7 +76,8 @@ def _render_bracket(out: str, size: tuple[int, int], evs: Sequence[float], seed:
 def _load_bracket(folder: Path) -> tuple[FilmCapture, float]:
     meta = json.loads((folder / "capture.json").read_text())
     frames = tuple(np.load(folder / f"frame{i}.npy") for i in range(int(meta["frames"])))
-    capture = FilmCapture(frames, tuple(meta["exposures"]), dict(meta["metadata"]))
+    preview = np.load(folder / "preview.npy") if (folder / "preview.npy").exists() else None
+    capture = FilmCapture(frames, tuple(meta["exposures"]), dict(meta["metadata"]), preview=preview)
     return capture, float(meta["render_ms"])
 
 

@@ -326,6 +326,8 @@ class Picamera2:
             return np.concatenate([rgb, alpha], axis=2)
         if fmt == "XRGB8888":
             return np.concatenate([rgb[:, :, ::-1], alpha], axis=2)
+        if fmt == "YUV420":
+            return _yuv420(rgb)
         raise RuntimeError(f"the fake cannot make {fmt} arrays")
 
     def capture_metadata(
@@ -372,3 +374,28 @@ class Picamera2:
             raise KeyError("AfState")
         self.af_cycles += 1
         return True
+
+
+def _yuv420(rgb: np.ndarray) -> np.ndarray:
+    """As picamera2 returns "YUV420": full-range BT.601 (sYCC) planes Y, U, V, chroma averaged
+    over 2x2 pixels, each row padded to a stride that is a multiple of 64 bytes, the whole as
+    an array of (height * 3 // 2, stride) bytes (two chroma rows per array row)."""
+    h, w = rgb.shape[:2]
+    stride = -(-w // 64) * 64
+    f = rgb.astype(np.float64)
+    y = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    u = 128.0 + (f[..., 2] - y) / 1.772
+    v = 128.0 + (f[..., 0] - y) / 1.402
+
+    def half(c: np.ndarray) -> np.ndarray:
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    def plane(c: np.ndarray, width: int) -> np.ndarray:
+        out = np.zeros((c.shape[0], width), np.uint8)
+        out[:, : c.shape[1]] = np.clip(np.rint(c), 0, 255).astype(np.uint8)
+        return out.reshape(-1)
+
+    flat = np.concatenate(
+        [plane(y, stride), plane(half(u), stride // 2), plane(half(v), stride // 2)]
+    )
+    return flat.reshape(h * 3 // 2, stride)
