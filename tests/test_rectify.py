@@ -456,6 +456,24 @@ def test_edge_content_sees_image_or_dark_at_the_frame_edge() -> None:
     assert edge_content(lum, np.zeros((4, 2), np.float32)) == float("inf")  # no interior
 
 
+def test_beyond_unlit_sides_sees_dark_housing_or_film_running_on() -> None:
+    """A quad inside the frame whose top side has no lit panel beyond it: dark housing out
+    to the frame's edge (the film ends, or hangs over the housing in view) or the film's dim
+    image there (it may run on out of the frame)."""
+    from kiosk.rectify.frame_edge import beyond_unlit_sides
+
+    lum = np.full((100, 160), 0.004, np.float32)  # the dark housing and room
+    lum[30:, 20:140] = 0.9  # the lit panel, from row 30 down to the frame's bottom
+    lum[30:80, 50:110] = 0.05  # the film's image (median 0.05), its top on the panel's top
+    bright = lum > 0.4 * 0.9
+    film = np.array([[50, 30], [110, 30], [110, 80], [50, 80]], np.float32)
+    assert beyond_unlit_sides(lum, bright, film) == pytest.approx(0.004 / 0.05, rel=0.01)
+    lum[:30, 50:110] = 0.03  # the film goes on over the housing, dimly lit, to the top edge
+    assert beyond_unlit_sides(lum, bright, film) > 0.4
+    inside = np.array([[55, 40], [105, 40], [105, 75], [55, 75]], np.float32)
+    assert np.isnan(beyond_unlit_sides(lum, lum > 0.01, inside))  # lit all round: NaN
+
+
 def _small_film_far_away(
     seed: int, film: bool = True, *, film_scale: float = 0.5, panel_scale: float = 1.3
 ) -> tuple[np.ndarray, np.ndarray]:

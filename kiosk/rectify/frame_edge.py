@@ -58,3 +58,62 @@ def edge_content(lum: np.ndarray, quad_work: np.ndarray) -> float:
             value = float(np.percentile(values, 95))
             brightest = value if math.isnan(brightest) else max(brightest, value)
     return brightest / reference
+
+
+UNLIT_BAND_PX = (2, 12)  # work pixels beyond a side: the band that says "lit panel" or not
+UNLIT_SIDE_MAX = 0.5  # a side is unlit beyond when less of that band than this is bright
+
+
+def beyond_unlit_sides(lum: np.ndarray, bright: np.ndarray, quad_work: np.ndarray) -> float:
+    """For a quad inside the frame: the brightest light at the frame's edge straight beyond
+    each side that has no lit panel next to it, relative to the film's median (as
+    ``edge_content``); NaN when every side has lit panel beyond it.
+
+    A side with lit panel beyond it is where the film ends: a film continuing there would be
+    seen. A side with the dark housing beyond it may hide more film, out to the frame's edge;
+    whether it does is what lies at that edge (dim image: the film runs on; dark: in view).
+    ``bright``: the lit panel and what is as bright (``photometry.bright_mask``).
+    """
+    h, w = lum.shape
+    quad = np.asarray(quad_work, np.float64)
+    film = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(film, np.round(quad).astype(np.int32), 1)
+    kernel = np.ones((2 * INTERIOR_ERODE_PX + 1, 2 * INTERIOR_ERODE_PX + 1), np.uint8)
+    interior = cv2.erode(film, kernel) > 0
+    if not interior.any():
+        return float("inf")
+    reference = float(np.median(lum[interior]))
+    if reference <= 0:
+        return float("inf")
+    frame_band = np.zeros((h, w), bool)
+    b = EDGE_BAND_PX
+    frame_band[:b], frame_band[-b:], frame_band[:, :b], frame_band[:, -b:] = True, True, True, True
+    centre = quad.mean(axis=0)
+    near, far = UNLIT_BAND_PX
+    brightest = float("nan")
+    for i in range(4):
+        a, c = quad[i], quad[(i + 1) % 4]
+        d = c - a
+        length = float(np.hypot(*d))
+        if length < 1:
+            continue
+        n = np.array([d[1], -d[0]]) / length
+        if np.dot(n, (a + c) / 2 - centre) < 0:
+            n = -n
+        band = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(band, _poly(a + n * near, c + n * near, c + n * far, a + n * far), 1)
+        inside = band > 0
+        if not inside.any() or float(bright[inside].mean()) >= UNLIT_SIDE_MAX:
+            continue  # lit panel beyond this side (or the side is on the frame's edge)
+        swept = np.zeros((h, w), np.uint8)
+        reach = float(h + w)
+        cv2.fillConvexPoly(swept, _poly(a, c, c + n * reach, a + n * reach), 1)
+        values = lum[(swept > 0) & frame_band & (film == 0)]
+        if values.size >= b:
+            value = float(np.percentile(values, 95))
+            brightest = value if math.isnan(brightest) else max(brightest, value)
+    return brightest / reference
+
+
+def _poly(*points: np.ndarray) -> np.ndarray:
+    return np.round(np.array(points)).astype(np.int32)

@@ -19,7 +19,7 @@ from kiosk.errors import ImageError, ModelError
 from kiosk.helper_thread import helper
 from kiosk.imaging.colour import recolour
 from kiosk.rectify.develop import Developed, develop_film
-from kiosk.rectify.frame_edge import edge_content
+from kiosk.rectify.frame_edge import beyond_unlit_sides, edge_content
 from kiosk.rectify.gates import (
     BLACK_LEVEL,
     CLIP_LEVEL,
@@ -319,6 +319,20 @@ def _rectify_once(
                     metrics["located_by_texture"] = 1.0
                     corners, sigma, clear_t = light.to_frame(textured.quad_work), math.nan, 1.0
                     metrics["clear_film_transmittance"] = clear_t
+                elif _well_inside(light.to_work(corners), (wh, ww)) and not (
+                    beyond_unlit_sides(
+                        light.lum, bright_mask(light.lum) > 0, light.to_work(corners)
+                    )
+                    > FRAME_EDGE_DARK_MAX
+                ):
+                    # a quad inside the frame whose sides without an edge face only dark
+                    # housing out to the frame's edge: the film ends at the quad, or hangs
+                    # over the housing in view; the quad as refined is read, without the
+                    # panel model under it (dim image at the frame's edge beyond such a
+                    # side: the film may run on out of the frame, refused as cut off)
+                    lightbox_seen, sigma, clear_t = False, math.nan, 1.0
+                    metrics["clear_film_transmittance"] = clear_t
+                    metrics["film_edge_unseen"] = 1.0
                 else:
                     cut_off, cut_quad = True, light.to_work(corners)
         if source == "localiser":
