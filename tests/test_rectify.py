@@ -474,6 +474,50 @@ def test_beyond_unlit_sides_sees_dark_housing_or_film_running_on() -> None:
     assert np.isnan(beyond_unlit_sides(lum, lum > 0.01, inside))  # lit all round: NaN
 
 
+def test_the_panel_level_is_not_a_dense_film_covering_its_bay() -> None:
+    """A lit region that is mostly a dense film (its bay's panel only a thin frame round it):
+    the lightbox model follows the panel, not the film's most common level."""
+    from kiosk.rectify.photometry import lightbox_model
+
+    lum = np.full((270, 480), 0.002, np.float32)  # the housing
+    lum[20:250, 100:380] = 0.65  # the panel
+    lum[30:240, 110:370] = 0.003  # a dense film over nearly all of it (black margin, lungs)
+    lum[60:200, 150:330] = np.linspace(0.003, 0.2, 180, dtype=np.float32)  # its image
+    lit = np.zeros(lum.shape, bool)
+    lit[20:250, 100:380] = True
+    model, kind = lightbox_model(lum, lit, None)
+    assert kind == "smooth"
+    assert 0.5 < float(np.median(model[30:240, 110:370])) < 0.8
+
+
+def test_a_film_in_a_bay_the_panel_model_was_not_fitted_to_is_measured_as_such() -> None:
+    """Two bays: a large empty one and a brighter one the film nearly covers. The lit panel
+    (the largest bright region) is the empty bay; the film's quad lies off it, so the panel
+    model under the film is an extrapolation and is not used to judge the film."""
+    rng = np.random.default_rng(3)
+    h, w = SIZE
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (512, 420)).astype(np.float32), (0, 0), 2.0)
+    digital = np.clip(phantom_chest(rng, (512, 420)) + 60 * texture, 0, 255)
+    t_film = np.full((560, 460), 0.004, np.float32)  # black margin
+    t_film[24:-24, 20:-20] = 10 ** -(0.3 + (255 - digital) / 255 * 2.0)
+    panel = np.zeros((h, w), np.float32)
+    panel[40:500, 30:450] = 0.45  # the empty bay
+    panel[60:480, 520:900] = 0.9  # the film's bay, twice as bright
+    corners = np.array([[540, 80], [880, 84], [878, 462], [538, 458]], np.float32)
+    src = np.array([[0, 0], [460, 0], [460, 560], [0, 560]], np.float32) - 0.5
+    m = cv2.getPerspectiveTransform(src, corners)
+    t = cv2.warpPerspective(t_film, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=1.0)
+    lin = panel * t + 0.004
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    photo = np.repeat((np.clip(srgb, 0, 1) * 255)[..., None], 3, axis=2)
+    photo = np.clip(photo + rng.normal(0, 1.2, photo.shape), 0, 255).astype(np.uint8)
+    res = rectify(photo, method="auto", localiser=_localiser_or_skip())
+    assert res.status == "ok", res.quality
+    assert res.quality.metrics["film_on_panel_fraction"] < 0.5
+    assert np.isnan(res.quality.metrics["lung_glare_fraction"])  # not judged on the model
+    assert res.corners is not None and quad_iou(res.corners, corners, SIZE) > 0.9
+
+
 def _small_film_far_away(
     seed: int, film: bool = True, *, film_scale: float = 0.5, panel_scale: float = 1.3
 ) -> tuple[np.ndarray, np.ndarray]:

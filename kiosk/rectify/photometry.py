@@ -22,6 +22,10 @@ FIT_LONG_SIDE_PX = 112  # resolution of the smooth lightbox model
 # a film "margin" darker than this transmittance is a black or grey one, not a clear base
 CLEAR_BASE_MIN_T = 0.45
 LIGHTBOX_FIT_DEGREES = (2, 4)  # smooth models of the box tried without a reference
+# the panel's level is at least this share of the brightest lit pixels (99.5th percentile;
+# glare is a few times brighter than the panel, a dense film 100 times darker)
+PANEL_LEVEL_MIN_OF_TOP = 0.1
+BRIGHT_OF_TOP = 0.4  # "bright": the lit panel and what is as bright (``bright_mask``)
 FIELD_PX = 32  # long side at which colour_variation computes the smooth colour field
 LOG10_LINEAR = np.log10(np.maximum(SRGB_TO_LINEAR, 1e-4)).astype(
     np.float32
@@ -98,7 +102,7 @@ def bright_mask(lum: np.ndarray) -> np.ndarray:
     """uint8 1 where the light is at least 0.4 of the brightest (99.5th percentile): the lit
     panel and what is as bright, not the housing or the room."""
     # (the percentile of every other row and column: the same level, a quarter of the work)
-    return (lum > 0.4 * float(np.percentile(lum[::2, ::2], 99.5))).astype(np.uint8)
+    return (lum > BRIGHT_OF_TOP * float(np.percentile(lum[::2, ::2], 99.5))).astype(np.uint8)
 
 
 def lit_mask(lum: np.ndarray) -> np.ndarray:
@@ -148,8 +152,15 @@ def lightbox_model(
     lum_s = cv2.resize(lum, small, interpolation=cv2.INTER_AREA)
     lit_s = cv2.resize(lit.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
     # start from pixels near the panel's most common level (not the brightest: glare), then
-    # let the robust fit take in the dimmer and brighter parts of the panel that agree with it
-    level = dominant_level(lum_s[lit_s] if lit_s.any() else lum_s.ravel())
+    # let the robust fit take in the dimmer and brighter parts of the panel that agree with
+    # it. A level under PANEL_LEVEL_MIN_OF_TOP of the brightest is a dense film's, not the
+    # panel's (a film covering most of its bay outnumbers the panel around it): then the
+    # most common level among the bright pixels (``bright_mask``'s)
+    values = lum_s[lit_s] if lit_s.any() else lum_s.ravel()
+    level = dominant_level(values)
+    top = float(np.percentile(values, 99.5))
+    if level < PANEL_LEVEL_MIN_OF_TOP * top:
+        level = dominant_level(values[values > BRIGHT_OF_TOP * top])
     cand = lit_s & (lum_s > 0.8 * level) & (lum_s < 1.2 * level)
     # a high degree follows strong fall-off but can swing inside the film's hole; keep the
     # degree whose surface explains the most lit pixels as lightbox (|T - 1| < 8%)

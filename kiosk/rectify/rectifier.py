@@ -57,6 +57,7 @@ PANEL_SEEN_RATIO = 0.3  # lit panel outside the film, as a share of the film's a
 # a quad at the frame's edge is not cut off when the brightest light at that edge is at most
 # this share of the film's median light: margin or housing, not image (docs/rectify.md)
 FRAME_EDGE_DARK_MAX = 0.4
+ON_PANEL_MIN = 0.5  # share of the film on the lit panel for the panel model to be trusted
 # a second, closer look when nothing was found: around the bright regions (each at least this
 # share of the frame), grown by this share of their box's long side, if that box covers at
 # most this share of the frame (docs/rectify.md)
@@ -236,10 +237,15 @@ def _rectify_once(
     det, source, learned_half = _locate(method, light, photo, proposal, clipped_lb)
     by_texture = source == "texture"
     # the lightbox model is trusted for edges, density and glare unless the film was found
-    # by its texture, or the localiser's film sits where the panel reads doubtfully
+    # by its texture, or the localiser's film sits where the panel reads doubtfully, or the
+    # film lies outside the lit panel the model was fitted to (another bay of the lightbox,
+    # brighter or dimmer than the modelled one: the model under it is an extrapolation)
     lightbox_seen = not by_texture and not (
         source == "localiser" and det is not None and _doubtful(det, clipped_lb, light, (wh, ww))
     )
+    on_panel = 1.0 if det is None else _on_panel(det.quad_work, light.lit)
+    if lightbox_seen and on_panel < ON_PANEL_MIN:
+        lightbox_seen = False
     timings["detect_ms"] = (time.perf_counter() - t0) * 1000
     box_px = lit_sub & (np.abs(trans[::3, ::3] - 1.0) < 0.1)
     lum_sub = light.lum[::3, ::3]
@@ -251,6 +257,7 @@ def _rectify_once(
         "localiser_used": 1.0 if source == "localiser" else 0.0,
         "located_by_texture": 1.0 if by_texture else 0.0,
         "localiser_crisp": proposal.crisp,
+        "film_on_panel_fraction": on_panel,
     }
     if det is None or det.fill < MIN_FILL:
         none_flags = ["no_film"]
@@ -468,6 +475,14 @@ class _Proposal:
     def crisp(self) -> float:
         """The mask's crispness; NaN when the localiser did not run or found no mask."""
         return float("nan") if self._answer is None else self._answer[1]
+
+
+def _on_panel(quad_work: np.ndarray, lit: np.ndarray) -> float:
+    """The share of the film's quad that lies on the lit panel (``lit``); 1 for no area."""
+    film = np.zeros(lit.shape, np.uint8)
+    cv2.fillConvexPoly(film, np.round(quad_work).astype(np.int32), 1)
+    inside = film > 0
+    return float(lit[inside].mean()) if inside.any() else 1.0
 
 
 def _doubtful(
