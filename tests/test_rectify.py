@@ -518,6 +518,24 @@ def test_a_film_in_a_bay_the_panel_model_was_not_fitted_to_is_measured_as_such()
     assert res.corners is not None and quad_iou(res.corners, corners, SIZE) > 0.9
 
 
+def test_bay_boxes_are_the_other_bays_of_the_lightbox() -> None:
+    """The closer look at each bay: boxes (frame pixels) round every bright region but the
+    largest that is at least a quarter of it; small bright things are no bay."""
+    from kiosk.rectify.light import measure_light
+    from kiosk.rectify.rectifier import bay_boxes
+
+    photo = np.full((540, 960, 3), 20, np.uint8)
+    photo[40:500, 40:440] = 240  # the largest bay (an empty one)
+    photo[140:400, 560:800] = 240  # another bay: 34 % of it
+    photo[460:500, 880:920] = 240  # a bright patch (a lamp): no bay
+    boxes = bay_boxes(measure_light(photo, None))
+    assert len(boxes) == 1
+    x0, y0, x1, y1 = boxes[0]
+    assert 540 <= x0 < 560 and 120 <= y0 < 140 and 800 < x1 <= 820 and 400 < y1 <= 420
+    photo[140:400, 560:800] = 20
+    assert bay_boxes(measure_light(photo, None)) == []
+
+
 def _small_film_far_away(
     seed: int, film: bool = True, *, film_scale: float = 0.5, panel_scale: float = 1.3
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -64,6 +64,8 @@ ON_PANEL_MIN = 0.5  # share of the film on the lit panel for the panel model to 
 ZOOM_MIN_BRIGHT = 0.002
 ZOOM_PAD = 0.4
 ZOOM_MAX_AREA = 0.75
+BAY_MIN_OF_LARGEST = 0.25  # a bright region this share of the largest is another bay
+BAY_PAD = 0.03  # of the bay's long side, around it for its own look
 # the localiser's quad is used only from a mask this crisp (chosen in docs/rectify.md)
 LOCALISER_MIN_CRISP = 0.97
 
@@ -121,26 +123,92 @@ def rectify_capture(
     # the camera gives the detectors (480 px across the whole frame) too few pixels; look
     # again at full resolution around the lit panel
     box = zoom_box(light)
-    if box is None:
+    if box is not None:
+        closer = _closer_look(capture, box, result, method, localiser)
+        if closer is not None:
+            return closer
+    if "no_film" not in result.quality.flags:
         return result
+    # still nothing: a lightbox of several bays, the film in one the panel model was not
+    # fitted to (the largest bright region is an empty bay; the film's bay, mostly covered,
+    # is smaller): look at each other bay on its own
+    for bay in bay_boxes(light):
+        closer = _closer_look(capture, bay, result, method, localiser, note="bay_look")
+        # (a film seen against its bay's panel, not a texture find: the bay's own panel,
+        # filling the crop, has texture too)
+        if (
+            closer is not None
+            and closer.status == "ok"
+            and not closer.quality.metrics.get("located_by_texture", 0.0) > 0
+        ):
+            return closer
+    return result
+
+
+def _closer_look(
+    capture: FilmCapture,
+    box: tuple[int, int, int, int],
+    result: RectifyResult,
+    method: str,
+    localiser: MaskModel | None,
+    note: str = "zoomed",
+) -> RectifyResult | None:
+    """``_rectify_once`` on the frames' region ``box`` (frame pixels), as a result for the
+    whole frame (``metrics[note]`` = 1); None when it found no better answer than
+    ``result``."""
+    by_texture = result.quality.metrics.get("located_by_texture", 0.0) > 0
     x0, y0, x1, y1 = box
     crop = _crop(capture, (x0, y0, x1, y1))
     # the rig reference covers the whole frame: the closer look models the panel it sees
     zoomed, _ = _rectify_once(crop, None, method, localiser)
     if zoomed.corners is None:
-        return result
+        return None
     # a film the closer look found but that is too small to read: say so, not "no film"
     too_small = zoomed.quality.flags[:1] == ("film_too_small",) and not by_texture
     if zoomed.status != "ok" and not too_small:
-        return result
+        return None
     if by_texture and zoomed.quality.metrics.get("located_by_texture", 0.0) > 0:
-        return result  # (the texture find is kept unless the closer look saw edges)
+        return None  # (the texture find is kept unless the closer look saw edges)
     metrics = dict(zoomed.quality.metrics)
-    metrics["zoomed"] = 1.0
+    metrics["zoomed"] = metrics[note] = 1.0
     timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in zoomed.timings_ms.items()}
     corners = (zoomed.corners + np.array([x0, y0], np.float32)).astype(np.float32)
     quality = judge_photo(metrics)
     return RectifyResult("ok" if quality.ok else "rejected", corners, zoomed.film, quality, timings)
+
+
+def bay_boxes(light: Light) -> list[tuple[int, int, int, int]]:
+    """Frame pixels (x0, y0, x1, y1) around each bright region but the largest that is at
+    least ``BAY_MIN_OF_LARGEST`` of it (the other bays of a lightbox), largest first, grown
+    by ``BAY_PAD`` of its long side (less than the divider between bays, so the crop's
+    largest bright region is that bay)."""
+    lum = light.lum
+    h, w = lum.shape
+    n, _labels, stats, _ = cv2.connectedComponentsWithStats(bright_mask(lum), connectivity=8)
+    if n <= 2:
+        return []
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = 1 + np.argsort(-areas)
+    s = 1.0 / light.scale
+    fh, fw = round(h * s), round(w * s)
+    boxes = []
+    for i in order[1:]:
+        if stats[i, cv2.CC_STAT_AREA] < max(
+            BAY_MIN_OF_LARGEST * areas.max(), ZOOM_MIN_BRIGHT * h * w
+        ):
+            break
+        x, y = int(stats[i, cv2.CC_STAT_LEFT]), int(stats[i, cv2.CC_STAT_TOP])
+        bw, bh = int(stats[i, cv2.CC_STAT_WIDTH]), int(stats[i, cv2.CC_STAT_HEIGHT])
+        pad = BAY_PAD * max(bw, bh)
+        boxes.append(
+            (
+                max(0, int((x - pad) * s)),
+                max(0, int((y - pad) * s)),
+                min(fw, math.ceil((x + bw + pad) * s)),
+                min(fh, math.ceil((y + bh + pad) * s)),
+            )
+        )
+    return boxes
 
 
 def zoom_box(light: Light) -> tuple[int, int, int, int] | None:
