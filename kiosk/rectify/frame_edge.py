@@ -34,14 +34,7 @@ def edge_content(lum: np.ndarray, quad_work: np.ndarray) -> float:
     """Brightest light at the frame's edge next to the film, relative to the film's median
     (NaN when the quad is nowhere near an edge; inf when the quad has no interior)."""
     h, w = lum.shape
-    quad = np.round(np.asarray(quad_work, np.float64)).astype(np.int32)
-    film = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(film, quad, 1)
-    kernel = np.ones((2 * INTERIOR_ERODE_PX + 1, 2 * INTERIOR_ERODE_PX + 1), np.uint8)
-    interior = cv2.erode(film, kernel) > 0
-    if not interior.any():
-        return float("inf")
-    reference = float(np.median(lum[interior]))
+    film, reference = _film_and_level(lum, quad_work)
     if reference <= 0:
         return float("inf")
     near = cv2.dilate(film, np.ones((2 * NEAR_PX + 1, 2 * NEAR_PX + 1), np.uint8)) > 0
@@ -76,13 +69,7 @@ def beyond_unlit_sides(lum: np.ndarray, bright: np.ndarray, quad_work: np.ndarra
     """
     h, w = lum.shape
     quad = np.asarray(quad_work, np.float64)
-    film = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(film, np.round(quad).astype(np.int32), 1)
-    kernel = np.ones((2 * INTERIOR_ERODE_PX + 1, 2 * INTERIOR_ERODE_PX + 1), np.uint8)
-    interior = cv2.erode(film, kernel) > 0
-    if not interior.any():
-        return float("inf")
-    reference = float(np.median(lum[interior]))
+    film, reference = _film_and_level(lum, quad_work)
     if reference <= 0:
         return float("inf")
     frame_band = np.zeros((h, w), bool)
@@ -113,6 +100,16 @@ def beyond_unlit_sides(lum: np.ndarray, bright: np.ndarray, quad_work: np.ndarra
             value = float(np.percentile(values, 95))
             brightest = value if math.isnan(brightest) else max(brightest, value)
     return brightest / reference
+
+
+def _film_and_level(lum: np.ndarray, quad_work: np.ndarray) -> tuple[np.ndarray, float]:
+    """The quad's mask (uint8) and the film's median light inside it, away from its edges
+    (0 when the quad has no such interior)."""
+    film = np.zeros(lum.shape, np.uint8)
+    cv2.fillConvexPoly(film, np.round(np.asarray(quad_work, np.float64)).astype(np.int32), 1)
+    kernel = np.ones((2 * INTERIOR_ERODE_PX + 1, 2 * INTERIOR_ERODE_PX + 1), np.uint8)
+    interior = cv2.erode(film, kernel) > 0
+    return film, float(np.median(lum[interior])) if interior.any() else 0.0
 
 
 def _poly(*points: np.ndarray) -> np.ndarray:
