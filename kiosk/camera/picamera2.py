@@ -294,9 +294,11 @@ class Picamera2Camera:
         return stills
 
     def _lores_rgb(self, array: np.ndarray) -> np.ndarray | None:
-        """The still's lores copy as RGB; None (logged) when it cannot be read."""
+        """The still's lores copy as RGB; None (logged) when it cannot be read. Its size is
+        the one the running configuration holds (picamera2 may have adjusted the asked one)."""
         try:
-            size = tuple(self._still_config["lores"]["size"])
+            running = getattr(self._require(), "camera_config", None) or self._still_config
+            size = tuple(running["lores"]["size"])
             return yuv420_to_rgb(array, (int(size[0]), int(size[1])))
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("Cannot read the still's lores copy (%s): the frame is shrunk", exc)
