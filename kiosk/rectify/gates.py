@@ -101,7 +101,12 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
     by_mask = metrics.get("localiser_used", 0.0) > 0 and not math.isfinite(
         metrics.get("edge_sigma_px", math.nan)
     )
-    if metrics.get("located_by_texture", 0.0) > 0 or by_mask:
+    # (or a side of the refined quad that shows no edge, on a film well inside the frame)
+    if (
+        metrics.get("located_by_texture", 0.0) > 0
+        or by_mask
+        or metrics.get("film_edge_unseen", 0.0) > 0
+    ):
         notes.append("film_edges_not_seen")
     if metrics.get("film_edge_in_dark", 0.0) > 0:
         # the quad reached the picture's edge, but only dark margin or housing lies there
@@ -109,6 +114,9 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
     if metrics.get("zoomed", 0.0) > 0:
         # found only by a closer look around the lit panel: the film is small in the picture
         notes.append("film_small_in_frame")
+    if metrics.get("bay_look", 0.0) > 0:
+        # found by a look at another bay of the lightbox than the one the panel was modelled on
+        notes.append("film_in_other_bay")
     if metrics.get("reference_used", 0.0) == 0.0:
         notes.append("no_rig_reference")
     return make_quality(flags, metrics, notes=notes, checks=checks)

@@ -170,7 +170,7 @@ def _closer_look(
     if by_texture and zoomed.quality.metrics.get("located_by_texture", 0.0) > 0:
         return None  # (the texture find is kept unless the closer look saw edges)
     metrics = dict(zoomed.quality.metrics)
-    metrics["zoomed"] = metrics[note] = 1.0
+    metrics[note] = 1.0
     timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in zoomed.timings_ms.items()}
     corners = (zoomed.corners + np.array([x0, y0], np.float32)).astype(np.float32)
     quality = judge_photo(metrics)
