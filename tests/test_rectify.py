@@ -522,7 +522,7 @@ def test_bay_boxes_are_the_other_bays_of_the_lightbox() -> None:
     """The closer look at each bay: boxes (frame pixels) round every bright region but the
     largest that is at least a quarter of it; small bright things are no bay."""
     from kiosk.rectify.light import measure_light
-    from kiosk.rectify.rectifier import bay_boxes
+    from kiosk.rectify.second_look import bay_boxes
 
     photo = np.full((540, 960, 3), 20, np.uint8)
     photo[40:500, 40:440] = 240  # the largest bay (an empty one)
