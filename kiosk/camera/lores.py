@@ -1,7 +1,7 @@
 """A still's small colour copy, made by the camera alongside it (picamera2's "lores" stream).
 
 The rectifier finds the film on a 480-px work copy of the base frame. Shrinking a 12 MP RGB
-frame to it reads 36 MB (about 8 ms here, several times that on a Pi 4); the Pi's ISP scales
+frame to it reads 36 MB per capture; the Pi's ISP scales
 the same frame into a second, small buffer for free. A still may therefore carry
 ``Still.preview``: the same view at ``lores_size`` (a 2x, 4x or 8x reduction, at least
 ``LORES_LONG_SIDE_PX`` on the long side). Backends without a scaler box-average the frame

@@ -289,10 +289,7 @@ def _rectify_once(
                     corners, sigma, clear_t = light.to_frame(textured.quad_work), math.nan, 1.0
                     metrics["clear_film_transmittance"] = clear_t
                 elif _well_inside(light.to_work(corners), (wh, ww)) and not (
-                    beyond_unlit_sides(
-                        light.lum, bright_mask(light.lum) > 0, light.to_work(corners)
-                    )
-                    > FRAME_EDGE_DARK_MAX
+                    _beyond_unlit(light, corners, metrics) > FRAME_EDGE_DARK_MAX
                 ):
                     # a quad inside the frame whose sides without an edge face only dark
                     # housing out to the frame's edge: the film ends at the quad, or hangs
@@ -437,6 +434,14 @@ class _Proposal:
     def crisp(self) -> float:
         """The mask's crispness; NaN when the localiser did not run or found no mask."""
         return float("nan") if self._answer is None else self._answer[1]
+
+
+def _beyond_unlit(light: Light, corners: np.ndarray, metrics: dict[str, float]) -> float:
+    """``frame_edge.beyond_unlit_sides`` for the quad ``corners`` (frame pixels), recorded in
+    ``metrics`` as ``beyond_unlit_sides``."""
+    value = beyond_unlit_sides(light.lum, bright_mask(light.lum) > 0, light.to_work(corners))
+    metrics["beyond_unlit_sides"] = value
+    return value
 
 
 def _on_panel(quad_work: np.ndarray, lit: np.ndarray) -> float:
