@@ -23,6 +23,7 @@ import logging
 import cv2
 import numpy as np
 
+from kiosk.imaging.decode import preview_factor
 from kiosk.imaging.resize import box_shrink
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def lores_size(still_wh: tuple[int, int]) -> tuple[int, int]:
     keeps the long side at least ``LORES_LONG_SIDE_PX``, even dimensions (YUV 4:2:0);
     the still's own size when no reduction does."""
     w, h = still_wh
-    k = next((k for k in (8, 4, 2) if max(w, h) // k >= LORES_LONG_SIDE_PX), 1)
+    k = preview_factor(still_wh, LORES_LONG_SIDE_PX)  # (the JPEG decoder's choice, the same)
     if k == 1:
         return w, h
     return (w // k) // 2 * 2, (h // k) // 2 * 2

@@ -69,8 +69,6 @@ def bay_boxes(light: Light) -> list[tuple[int, int, int, int]]:
         return []
     areas = stats[1:, cv2.CC_STAT_AREA]
     order = 1 + np.argsort(-areas)
-    s = 1.0 / light.scale
-    fh, fw = round(h * s), round(w * s)
     boxes = []
     for i in order[1:]:
         if stats[i, cv2.CC_STAT_AREA] < max(
@@ -80,14 +78,7 @@ def bay_boxes(light: Light) -> list[tuple[int, int, int, int]]:
         x, y = int(stats[i, cv2.CC_STAT_LEFT]), int(stats[i, cv2.CC_STAT_TOP])
         bw, bh = int(stats[i, cv2.CC_STAT_WIDTH]), int(stats[i, cv2.CC_STAT_HEIGHT])
         pad = BAY_PAD * max(bw, bh)
-        boxes.append(
-            (
-                max(0, int((x - pad) * s)),
-                max(0, int((y - pad) * s)),
-                min(fw, math.ceil((x + bw + pad) * s)),
-                min(fh, math.ceil((y + bh + pad) * s)),
-            )
-        )
+        boxes.append(_frame_box(light, (x - pad, y - pad, x + bw + pad, y + bh + pad)))
     return boxes
 
 
@@ -110,13 +101,20 @@ def zoom_box(light: Light) -> tuple[int, int, int, int] | None:
     bx1, by1 = min(float(w), x1 + pad), min(float(h), y1 + pad)
     if (bx1 - bx0) * (by1 - by0) > ZOOM_MAX_AREA * h * w:
         return None
+    return _frame_box(light, (bx0, by0, bx1, by1))
+
+
+def _frame_box(light: Light, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """A work-resolution box (x0, y0, x1, y1) as whole frame pixels covering it, inside the
+    frame."""
+    h, w = light.work_hw
     s = 1.0 / light.scale
-    fh, fw = round(h * s), round(w * s)
+    x0, y0, x1, y1 = box
     return (
-        max(0, int(bx0 * s)),
-        max(0, int(by0 * s)),
-        min(fw, math.ceil(bx1 * s)),
-        min(fh, math.ceil(by1 * s)),
+        max(0, int(x0 * s)),
+        max(0, int(y0 * s)),
+        min(round(w * s), math.ceil(x1 * s)),
+        min(round(h * s), math.ceil(y1 * s)),
     )
 
 
