@@ -96,10 +96,13 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
         notes.append("lightbox_clipped")
     if metrics.get("glare_ring_fraction", 0.0) > GLARE_RING_NOTE:
         notes.append("glare_beside_film")
-    # corners placed without a measured lightbox-to-film edge: by the texture detector, or
-    # by the localiser's mask where the film's edges were not seen against the panel
-    by_mask = metrics.get("localiser_used", 0.0) > 0 and not math.isfinite(
-        metrics.get("edge_sigma_px", math.nan)
+    # corners placed without a measured edge: by the texture detector, or by the localiser's
+    # mask where the film's edges were not seen against the panel nor every side snapped
+    # onto an edge in the photo
+    by_mask = (
+        metrics.get("localiser_used", 0.0) > 0
+        and not math.isfinite(metrics.get("edge_sigma_px", math.nan))
+        and metrics.get("sides_snapped", 0.0) < 4
     )
     # (or a side of the refined quad that shows no edge, on a film well inside the frame)
     if (

@@ -48,6 +48,7 @@ from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.second_look import bay_boxes, crop_capture, in_whole_frame, zoom_box
 from kiosk.rectify.sheet import similar_regions
+from kiosk.rectify.snap import snap_quad
 from kiosk.rectify.texture import detect_by_texture
 from kiosk.rectify.warp import quad_sides, upright
 
@@ -244,6 +245,10 @@ def _rectify_once(
     if cut_off or not lightbox_seen:
         corners = coarse
         sigma, used = float("nan"), 0
+        if source == "localiser" and not cut_off:
+            # the mask's quad, moved onto whatever straight edges the photo shows near it
+            corners, snapped = snap_quad(photo, corners, learned_half)
+            metrics["sides_snapped"] = float(snapped)
     else:
         corners, sigma, used, side_fraction = refine_corners(
             photo, coarse, light.lightbox, light.scale, clear_t, learned_half
@@ -276,6 +281,8 @@ def _rectify_once(
                     source, lightbox_seen = "localiser", False
                     metrics["localiser_used"] = 1.0
                     corners, sigma, clear_t = light.to_frame(mask.quad_work), math.nan, 1.0
+                    corners, snapped = snap_quad(photo, corners, learned_half)
+                    metrics["sides_snapped"] = float(snapped)
                     metrics["clear_film_transmittance"] = clear_t
                 elif mask is not None:
                     cut_off, cut_quad = True, mask.quad_work
