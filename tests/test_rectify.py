@@ -663,6 +663,47 @@ def test_a_film_next_to_the_frame_edge_is_whole(top_row: int, runs_out: bool) ->
     assert found.runs_out((270, 480)) is runs_out
 
 
+def _panel_with_film(mediastinum: bool = False) -> np.ndarray:
+    """Work-copy luminance (270x480): a flat panel at 1.0, a textured film at 0.2-0.4 over
+    x 120-360, y 40-200 (optionally with a flat, clipped "mediastinum" inside it)."""
+    rng = np.random.default_rng(0)
+    lum = np.ones((270, 480), np.float32)
+    lum[40:200, 120:360] = rng.uniform(0.2, 0.4, (160, 240))
+    if mediastinum:
+        lum[70:170, 220:260] = 1.0
+    return lum
+
+
+def test_panel_reach_is_bare_panel_the_mask_bleeds_onto_not_the_film() -> None:
+    from kiosk.rectify.locate import panel_reach
+
+    lum = _panel_with_film(mediastinum=True)
+    mask = np.zeros((72, 128), bool)  # the mask grid: a cell is 3.75 work px
+    mask[11:53, 32:96] = True  # the film ...
+    mask[53:64, 32:96] = True  # ... and a strip of bare panel below it
+    reach = panel_reach(lum, mask)
+    assert reach[55:64, 34:94].all()  # the strip is panel joined to the panel outside
+    assert not reach[12:52, 33:95].any()  # the film and its clipped mediastinum are not
+
+
+def test_a_localiser_mask_bleeding_onto_the_panel_is_cut_back_to_the_film() -> None:
+    from kiosk.rectify.locate import learned_detection, rectangular
+
+    lum = _panel_with_film()
+    mask = np.zeros((72, 128), np.uint8)
+    mask[11:53, 32:96] = 1
+    mask[53:64, 32:96] = 1  # bleeding 11 cells (41 work px) onto the panel below
+    fake, photo = _FakeLocaliser(mask), np.zeros((270, 480, 3), np.uint8)
+    bled = learned_detection(fake, photo, (270, 480))
+    cut = learned_detection(fake, photo, (270, 480), lum)
+    assert bled is not None and cut is not None
+    assert bled.quad_work[:, 1].max() > 235  # without the light: down to the strip's end
+    assert abs(float(cut.quad_work[:, 1].max()) - 199.5) < 4  # with it: the film's edge
+    assert rectangular(cut.quad_work)
+    skewed = np.array([[0, 0], [100, 0], [140, 80], [40, 80]], np.float32)  # 63 degrees
+    assert not rectangular(skewed)
+
+
 def _as_jpeg_file_decodes(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``photo`` saved as a JPEG and decoded as the kiosk decodes a photo file: (full colour,
     a FilmCapture of its luma plus the reduced colour preview)."""

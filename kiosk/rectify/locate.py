@@ -40,6 +40,10 @@ LOCALISER_MASK_W = 128  # width of the localiser's output mask
 # near the edge but inside the frame blurs into at most a cell or two of the edge
 MASK_EDGE_RUN = 4
 EDGE_GAP_MIN_PX = 3.5  # work px: a quad this far inside an edge its mask touches lies next to it
+# bare panel the localiser's mask may bleed onto: flat (5x5 deviation / mean) and bright
+PANEL_OF_TOP = 0.85
+PANEL_FLAT = 0.03
+RIGHT_ANGLE_TOL_DEG = 15.0  # a film's corners in a photo with <= 10 degrees tilt and roll
 
 
 def dominant_lines(
@@ -223,7 +227,54 @@ def mask_crispness(prob: np.ndarray) -> float:
     return float(((prob < 0.15) | (prob > 0.85))[away].mean())
 
 
-def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -> Detection | None:
+def panel_reach(lum: np.ndarray, film: np.ndarray) -> np.ndarray:
+    """The cells of the mask grid (``film``'s shape) that show bare panel joined to bare
+    panel outside ``film``: flat light (local deviation <= ``PANEL_FLAT``) at least
+    ``PANEL_OF_TOP`` of the brightest, over half of a cell. ``lum`` is the work copy's
+    linear luminance. A film's clipped mediastinum is flat and bright too, but is walled off
+    from the panel by the film's darker edge."""
+    mh, mw = film.shape
+    top = float(np.percentile(lum[::2, ::2], 99.5))
+    mean = cv2.blur(lum, (5, 5))
+    sq = cv2.blur(lum * lum, (5, 5))
+    std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    flat = (lum >= PANEL_OF_TOP * top) & (std <= PANEL_FLAT * np.maximum(mean, 1e-6))
+    cells = cv2.resize(flat.astype(np.float32), (mw, mh), interpolation=cv2.INTER_AREA) > 0.5
+    _n, labels = cv2.connectedComponents(cells.astype(np.uint8), connectivity=4)
+    outside = np.unique(labels[cells & ~film])
+    return np.isin(labels, outside[outside > 0])
+
+
+def _mask_region_quad(mask: np.ndarray) -> tuple[np.ndarray, Detection] | None:
+    """The mask's largest region (if it is at least ``MIN_FILM_AREA``) and its quad."""
+    mh, mw = mask.shape
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    if n <= 1:
+        return None
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[biggest, cv2.CC_STAT_AREA] < MIN_FILM_AREA * mh * mw:
+        return None
+    film = labels == biggest
+    det = component_quad(film, (mh, mw))
+    return None if det is None else (film, det)
+
+
+def rectangular(quad: np.ndarray, tol_deg: float = RIGHT_ANGLE_TOL_DEG) -> bool:
+    """Every corner of the quad within ``tol_deg`` of a right angle: a film photographed
+    with up to 10 degrees of tilt and roll, not a quad fitted to a region cut in two."""
+    q = np.asarray(quad, np.float64)
+    for i in range(4):
+        u = q[i - 1] - q[i]
+        v = q[(i + 1) % 4] - q[i]
+        c = float(u @ v) / max(float(np.linalg.norm(u) * np.linalg.norm(v)), 1e-9)
+        if abs(np.degrees(np.arccos(np.clip(c, -1, 1))) - 90.0) > tol_deg:
+            return False
+    return True
+
+
+def learned_detection(
+    model: Any, photo: np.ndarray, work_hw: tuple[int, int], lum: np.ndarray | None = None
+) -> Detection | None:
     """Film quad (work-resolution pixels) from the localiser's mask; the film runs out of the
     frame when its mask covers ``MASK_EDGE_RUN`` or more cells along an edge of the frame,
     unless the quad fitted to the mask keeps ``EDGE_GAP_MIN_PX`` to two cells from that edge:
@@ -236,16 +287,19 @@ def learned_detection(model: Any, photo: np.ndarray, work_hw: tuple[int, int]) -
     prob = model.run(tensor[None])["mask"][0, ..., 0]
     mh, mw = prob.shape
     mask = (prob > 0.5).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    if n <= 1:
+    found = _mask_region_quad(mask)
+    if found is None:
         return None
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[biggest, cv2.CC_STAT_AREA] < MIN_FILM_AREA * mh * mw:
-        return None
-    film = labels == biggest
-    det = component_quad(film, (mh, mw))
-    if det is None:
-        return None
+    film, det = found
+    if lum is not None:
+        # the mask bleeds onto bare panel next to the film: without it, if what is left is
+        # still a filled, right-angled quad
+        bare = panel_reach(lum, mask > 0) & (mask > 0)
+        if bare.any():
+            cleaned = cv2.morphologyEx(mask & ~bare, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+            other = _mask_region_quad(cleaned)
+            if other is not None and other[1].fill >= MIN_FILL and rectangular(other[1].quad_work):
+                film, det = other
     wh, ww = work_hw
     quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
     edges = (film[0], film[-1], film[:, 0], film[:, -1])  # top, bottom, left, right

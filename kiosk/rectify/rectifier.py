@@ -429,7 +429,9 @@ class _Proposal:
         if self._answer is None:
             assert self._localiser is not None
             # from the work copy (already box-averaged): a 12 MP frame is not shrunk twice
-            found = learned_detection(self._localiser, self._light.small, self._light.work_hw)
+            found = learned_detection(
+                self._localiser, self._light.small, self._light.work_hw, self._light.lum
+            )
             if found is None:
                 self._answer = None, float("nan")
             else:
