@@ -704,6 +704,23 @@ def test_a_localiser_mask_bleeding_onto_the_panel_is_cut_back_to_the_film() -> N
     assert not rectangular(skewed)
 
 
+def test_a_glare_band_joined_to_the_panel_does_not_cut_the_film_in_two() -> None:
+    from kiosk.rectify.locate import learned_detection
+
+    lum = _panel_with_film()
+    lum[62:82, 110:370] = 1.0  # clipped glare across the film, out onto the panel each side
+    mask = np.zeros((72, 128), np.uint8)
+    mask[11:53, 32:96] = 1  # the whole film
+    fake, photo = _FakeLocaliser(mask), np.zeros((270, 480, 3), np.uint8)
+    whole = learned_detection(fake, photo, (270, 480))
+    found = learned_detection(fake, photo, (270, 480), lum)
+    assert whole is not None and found is not None
+    # the band's cells are "bare panel" and split the mask; the larger half alone would be
+    # a filled right-angled quad, but it holds too little of the rest: the whole mask's quad
+    np.testing.assert_allclose(found.quad_work, whole.quad_work)
+    assert found.quad_work[:, 1].min() < 45 and found.quad_work[:, 1].max() > 195
+
+
 def _as_jpeg_file_decodes(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``photo`` saved as a JPEG and decoded as the kiosk decodes a photo file: (full colour,
     a FilmCapture of its luma plus the reduced colour preview)."""

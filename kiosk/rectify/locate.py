@@ -43,6 +43,9 @@ EDGE_GAP_MIN_PX = 3.5  # work px: a quad this far inside an edge its mask touche
 # bare panel the localiser's mask may bleed onto: flat (5x5 deviation / mean) and bright
 PANEL_OF_TOP = 0.85
 PANEL_FLAT = 0.03
+# of the mask left once bare panel is off, the share the new quad must hold: it is cut
+# back to the film, not to a part of it split off by glare
+KEPT_INSIDE_MIN = 0.95
 RIGHT_ANGLE_TOL_DEG = 15.0  # a film's corners in a photo with <= 10 degrees tilt and roll
 
 
@@ -272,6 +275,13 @@ def rectangular(quad: np.ndarray, tol_deg: float = RIGHT_ANGLE_TOL_DEG) -> bool:
     return True
 
 
+def _inside_share(quad: np.ndarray, cells: np.ndarray) -> float:
+    """The share of ``cells`` (a boolean mask grid) whose centres lie inside ``quad``."""
+    drawn = np.zeros(cells.shape, np.uint8)
+    cv2.fillPoly(drawn, [np.round(quad * 8).astype(np.int32)], 1, cv2.LINE_8, shift=3)
+    return float((drawn > 0)[cells].mean()) if cells.any() else 0.0
+
+
 def learned_detection(
     model: Any, photo: np.ndarray, work_hw: tuple[int, int], lum: np.ndarray | None = None
 ) -> Detection | None:
@@ -298,7 +308,12 @@ def learned_detection(
         if bare.any():
             cleaned = cv2.morphologyEx(mask & ~bare, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
             other = _mask_region_quad(cleaned)
-            if other is not None and other[1].fill >= MIN_FILL and rectangular(other[1].quad_work):
+            if (
+                other is not None
+                and other[1].fill >= MIN_FILL
+                and rectangular(other[1].quad_work)
+                and _inside_share(other[1].quad_work, (mask > 0) & ~bare) >= KEPT_INSIDE_MIN
+            ):
                 film, det = other
     wh, ww = work_hw
     quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
