@@ -301,22 +301,9 @@ def learned_detection(
     if found is None:
         return None
     film, det = found
-    if lum is not None:
-        # the mask bleeds onto bare panel next to the film: without it, if what is left is
-        # still a filled, right-angled quad
-        bare = panel_reach(lum, mask > 0) & (mask > 0)
-        if bare.any():
-            cleaned = cv2.morphologyEx(mask & ~bare, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-            other = _mask_region_quad(cleaned)
-            if (
-                other is not None
-                and other[1].fill >= MIN_FILL
-                and rectangular(other[1].quad_work)
-                and _inside_share(other[1].quad_work, (mask > 0) & ~bare) >= KEPT_INSIDE_MIN
-            ):
-                film, det = other
     wh, ww = work_hw
-    quad = (det.quad_work + 0.5) * np.array([ww / mw, wh / mh], np.float32) - 0.5
+    to_work = np.array([ww / mw, wh / mh], np.float32)
+    quad = (det.quad_work + 0.5) * to_work - 0.5
     edges = (film[0], film[-1], film[:, 0], film[:, -1])  # top, bottom, left, right
     gaps = (
         float(quad[:, 1].min()),
@@ -329,5 +316,21 @@ def learned_detection(
         int(e.sum()) >= MASK_EDGE_RUN and not EDGE_GAP_MIN_PX <= gap <= 2 * cell
         for e, gap in zip(edges, gaps, strict=True)
     )
+    if lum is not None:
+        # the mask bleeds onto bare panel next to the film: without it, if what is left is
+        # still a filled, right-angled quad holding the rest. Only the quad is taken from
+        # it: whether the film runs out of the frame stays the whole mask's answer (above)
+        bare = panel_reach(lum, mask > 0) & (mask > 0)
+        if bare.any():
+            cleaned = cv2.morphologyEx(mask & ~bare, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+            other = _mask_region_quad(cleaned)
+            if (
+                other is not None
+                and other[1].fill >= MIN_FILL
+                and rectangular(other[1].quad_work)
+                and _inside_share(other[1].quad_work, (mask > 0) & ~bare) >= KEPT_INSIDE_MIN
+            ):
+                det = other[1]
+                quad = (det.quad_work + 0.5) * to_work - 0.5
     crisp = mask_crispness(prob)
     return Detection(quad.astype(np.float32), det.fill, det.area_fraction, runs_out, crisp)
