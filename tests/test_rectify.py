@@ -721,6 +721,52 @@ def test_a_glare_band_joined_to_the_panel_does_not_cut_the_film_in_two() -> None
     assert found.quad_work[:, 1].min() < 45 and found.quad_work[:, 1].max() > 195
 
 
+def _film_by_the_top_edge(top_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A tilted film on a lit panel that fills a 720x1280 frame, its top-left corner at
+    ``top_y`` (negative: cut off by the frame's top edge). Returns the photo, the film's
+    corners and a localiser mask of it (72x128, as the real one answers: the film's cells,
+    a cell wider, clipped to the frame)."""
+    rng = np.random.default_rng(5)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (480, 400)).astype(np.float32), (0, 0), 2.0)
+    digital = np.clip(phantom_chest(rng, (480, 400)) + 60 * texture, 0, 255).astype(np.uint8)
+    film = (30 + digital.astype(np.float32) * 0.6).astype(np.uint8)
+    corners = np.array(
+        [[400, top_y], [860, top_y + 100], [780, top_y + 680], [320, top_y + 585]], np.float32
+    )
+    src = np.array([[0, 0], [400, 0], [400, 480], [0, 480]], np.float32) - 0.5
+    m = cv2.getPerspectiveTransform(src, corners)
+    grey = cv2.warpPerspective(film, m, (1280, 720), flags=cv2.INTER_LINEAR, borderValue=230)
+    photo = np.clip(
+        np.repeat(grey[..., None], 3, axis=2) + rng.normal(0, 1.5, (720, 1280, 3)), 0, 255
+    )
+    mask = np.zeros((72, 128), np.uint8)
+    cv2.fillPoly(mask, [np.round((corners + 0.5) / 10 - 0.5).astype(np.int32)], 1)
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    return photo.astype(np.uint8), corners, mask
+
+
+@pytest.mark.parametrize(("top_y", "read"), [(6.0, True), (-8.0, False)])
+def test_a_film_corner_next_to_the_frame_edge_is_measured_not_guessed(
+    top_y: float, read: bool
+) -> None:
+    # the mask runs along the frame's top edge for a few cells either way; the corner's two
+    # sides, measured in the photo, say whether the corner is in the frame (read) or not
+    photo, corners, mask = _film_by_the_top_edge(top_y)
+    first = int(np.argmax(mask[0]))
+    mask[0, first + 8 :] = 0  # a mask that touches the edge over 8 cells at most
+    run = int(mask[0].sum())
+    assert 4 <= run < 12
+    res = rectify(photo, method="learned", localiser=_FakeLocaliser(mask))
+    if read:
+        assert res.status == "ok", res.quality
+        assert res.quality.metrics["film_near_frame_edge"] == 1.0
+        assert res.corners is not None
+        assert np.abs(res.corners - corners).max() < 2.0
+    else:
+        assert res.status == "rejected"
+        assert "cut_off" in res.quality.flags
+
+
 def _as_jpeg_file_decodes(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``photo`` saved as a JPEG and decoded as the kiosk decodes a photo file: (full colour,
     a FilmCapture of its luma plus the reduced colour preview)."""

@@ -114,6 +114,9 @@ def judge_photo(metrics: dict[str, float]) -> Quality:
     if metrics.get("film_edge_in_dark", 0.0) > 0:
         # the quad reached the picture's edge, but only dark margin or housing lies there
         notes.append("film_at_frame_edge")
+    if metrics.get("film_near_frame_edge", 0.0) > 0:
+        # a corner within a cell of the picture's edge: measured from the photo's edges, inside
+        notes.append("film_near_frame_edge")
     if metrics.get("zoomed", 0.0) > 0:
         # found only by a closer look around the lit panel: the film is small in the picture
         notes.append("film_small_in_frame")

@@ -129,6 +129,8 @@ class Detection:
     cut_off: bool | None = None
     # the localiser's certainty (``mask_crispness``); 1.0 for the classical detectors
     crisp: float = 1.0
+    # the longest run of mask cells along a frame edge that made ``cut_off`` true (0: none)
+    edge_run: int = 0
 
     def runs_out(self, work_hw: tuple[int, int]) -> bool:
         """The film runs out of the frame (see ``cut_off``)."""
@@ -312,10 +314,12 @@ def learned_detection(
         float(ww - 1 - quad[:, 0].max()),
     )
     cell = ww / mw
-    runs_out = any(
-        int(e.sum()) >= MASK_EDGE_RUN and not EDGE_GAP_MIN_PX <= gap <= 2 * cell
+    out_runs = [
+        int(e.sum())
         for e, gap in zip(edges, gaps, strict=True)
-    )
+        if int(e.sum()) >= MASK_EDGE_RUN and not EDGE_GAP_MIN_PX <= gap <= 2 * cell
+    ]
+    runs_out = bool(out_runs)
     if lum is not None:
         # the mask bleeds onto bare panel next to the film: without it, if what is left is
         # still a filled, right-angled quad holding the rest. Only the quad is taken from
@@ -333,4 +337,11 @@ def learned_detection(
                 det = other[1]
                 quad = (det.quad_work + 0.5) * to_work - 0.5
     crisp = mask_crispness(prob)
-    return Detection(quad.astype(np.float32), det.fill, det.area_fraction, runs_out, crisp)
+    return Detection(
+        quad.astype(np.float32),
+        det.fill,
+        det.area_fraction,
+        runs_out,
+        crisp,
+        max(out_runs, default=0),
+    )

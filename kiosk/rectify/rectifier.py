@@ -61,6 +61,11 @@ FRAME_EDGE_DARK_MAX = 0.4
 ON_PANEL_MIN = 0.5  # share of the film on the lit panel for the panel model to be trusted
 # the localiser's quad is used only from a mask this crisp (chosen in docs/rectify.md)
 LOCALISER_MIN_CRISP = 0.97
+# a localiser mask along a frame edge for fewer cells than this may be a film's corner next to
+# the edge: its corner is then measured from the photo's edges, and read when it lies at least
+# NEAR_EDGE_MIN_PX (at 1280 wide) inside the frame
+SHORT_EDGE_RUN = 12
+NEAR_EDGE_MIN_PX = 2.0
 
 METHODS = ("auto", "classical", "learned", "combined")
 # what "auto" means: the best method on the benchmark in docs/rectify.md
@@ -238,6 +243,13 @@ def _rectify_once(
     t1 = time.perf_counter()
     cut_off = det.runs_out((wh, ww))
     cut_quad = det.quad_work  # the quad that says "cut off", for the frame-edge check
+    if cut_off and source == "localiser" and 0 < det.edge_run < SHORT_EDGE_RUN:
+        # the mask touches the frame's edge over a few cells only: a film's corner next to
+        # the edge, or a corner cut off. The sides meeting there, seen in the photo, tell
+        near, snapped = snap_quad(photo, coarse, learned_half)
+        if snapped == 4 and _inside_by(near, (H, W), NEAR_EDGE_MIN_PX * max(1.0, W / 1280)):
+            cut_off, coarse = False, near
+            metrics["film_near_frame_edge"] = 1.0
     if not cut_off and source == "localiser":
         # the mask says the film is in the frame: a quad a fraction of a cell over the edge
         # is brought inside
@@ -400,6 +412,18 @@ def _locate(
         if by_texture:
             return det, "texture", 0.0
     return det, "transmittance", 0.0
+
+
+def _inside_by(corners: np.ndarray, hw: tuple[int, int], margin: float) -> bool:
+    """Every corner at least ``margin`` px inside the frame (frame pixels)."""
+    h, w = hw
+    x, y = corners[:, 0], corners[:, 1]
+    return bool(
+        (x >= margin).all()
+        and (y >= margin).all()
+        and (x <= w - 1 - margin).all()
+        and (y <= h - 1 - margin).all()
+    )
 
 
 def _well_inside(quad: np.ndarray, work_hw: tuple[int, int]) -> bool:
