@@ -292,7 +292,8 @@ def learned_detection(
     unless the quad fitted to the mask keeps ``EDGE_GAP_MIN_PX`` to two cells from that edge:
     a film lying within a mask cell of the edge (the cells along it are partly film), whole.
     A quad farther from an edge its mask touches is not the whole film (the mask goes on to
-    the edge beyond it): that runs out too."""
+    the edge beyond it): that runs out too. With the work copy's linear luminance ``lum``,
+    bare panel the mask bled onto (``panel_reach``) is left out of the quad."""
     spec = model.manifest.input
     small = shrink(photo, (spec.width, spec.height)).astype(np.float32)
     tensor = (small - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
