@@ -428,15 +428,7 @@ def _inside_by(corners: np.ndarray, hw: tuple[int, int], margin: float) -> bool:
 
 def _well_inside(quad: np.ndarray, work_hw: tuple[int, int]) -> bool:
     """Every corner at least one localiser mask cell inside the frame (work pixels)."""
-    h, w = work_hw
-    cell = w / LOCALISER_MASK_W
-    x, y = quad[:, 0], quad[:, 1]
-    return bool(
-        (x >= cell).all()
-        and (y >= cell).all()
-        and (x <= w - 1 - cell).all()
-        and (y <= h - 1 - cell).all()
-    )
+    return _inside_by(quad, work_hw, work_hw[1] / LOCALISER_MASK_W)
 
 
 class _Proposal:

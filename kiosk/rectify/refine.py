@@ -29,6 +29,36 @@ def sample_bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
     )
 
 
+def side_axes(a: np.ndarray, b: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unit direction from ``a`` to ``b`` and the unit normal pointing away from
+    ``centre`` (outward from the quad whose side ``a``-``b`` is)."""
+    d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
+    nrm = np.array([d[1], -d[0]])  # outward for a clockwise (on screen) quad
+    if (a + b) / 2 @ nrm < centre @ nrm:
+        nrm = -nrm
+    return d, nrm
+
+
+def sample_across(
+    photo: np.ndarray,
+    base: np.ndarray,
+    d: np.ndarray,
+    nrm: np.ndarray,
+    offs: np.ndarray,
+    steps: np.ndarray,
+) -> np.ndarray:
+    """Profiles across a side: ``photo`` sampled at ``base + off * d + step * nrm`` for each
+    base point (n, 2), offset along the side and step across it; rows ordered base point
+    then offset, (n * len(offs), len(steps)) plus the photo's channels."""
+    pos = (
+        base[:, None, None, :]
+        + offs[None, :, None, None] * d[None, None, None, :]
+        + steps[None, None, :, None] * nrm[None, None, None, :]
+    )
+    n_s = len(steps)
+    return sample_bilinear(photo, pos[..., 0].reshape(-1, n_s), pos[..., 1].reshape(-1, n_s))
+
+
 def first_crossing(prof: np.ndarray, level: float) -> np.ndarray:
     """Fractional index where each row first drops below ``level`` (NaN: never, or at once)."""
     below = prof < level
@@ -66,21 +96,12 @@ def refine_corners(
     centre = quad.mean(axis=0)
     for i in range(4):
         a, b = quad[i].astype(np.float64), quad[(i + 1) % 4].astype(np.float64)
-        d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
-        nrm = np.array([d[1], -d[0]])  # outward for a clockwise (on screen) quad
-        if (a + b) / 2 @ nrm < centre @ nrm:
-            nrm = -nrm
+        d, nrm = side_axes(a, b, centre)
         ts = np.linspace(0.08, 0.92, n_pts)
         base = a[None, :] + (b - a)[None, :] * ts[:, None]  # (n, 2)
-        # three parallel profiles 1 px apart along the side, averaged against noise
-        offs = np.array([-1.0, 0.0, 1.0])
-        pos = (
-            base[:, None, None, :]
-            + offs[None, :, None, None] * d[None, None, None, :]
-            + steps[None, None, ::-1, None] * nrm[None, None, None, :]
-        )  # (n, 3, s, 2), ordered outside -> inside
-        xs, ys = pos[..., 0].reshape(n_pts * 3, -1), pos[..., 1].reshape(n_pts * 3, -1)
-        rgb = sample_bilinear(photo, xs, ys)
+        # three parallel profiles 1 px apart along the side, averaged against noise; ordered
+        # outside -> inside
+        rgb = sample_across(photo, base, d, nrm, np.array([-1.0, 0.0, 1.0]), steps[::-1])
         lum = linear_luminance(rgb).reshape(n_pts, 3, -1).mean(axis=1)  # (n, s)
         outer = base + nrm * half
         expected = sample_bilinear(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiosk.imaging.geometry import quad_from_lines
-from kiosk.rectify.refine import sample_bilinear
+from kiosk.rectify.refine import sample_across, side_axes
 
 N_PROFILES = 64  # across each side, spread over its middle 84 %
 MIN_AGREE = 0.5  # share of a side's profiles whose step lies on the one line
@@ -41,11 +41,7 @@ def snap_sides(photo: np.ndarray, quad: np.ndarray, half: float) -> tuple[np.nda
     moved = 0
     for i in range(4):
         a, b = quad[i], quad[(i + 1) % 4]
-        length = float(np.linalg.norm(b - a))
-        d = (b - a) / max(length, 1e-6)
-        nrm = np.array([d[1], -d[0]])
-        if (a + b) / 2 @ nrm < centre @ nrm:
-            nrm = -nrm  # outward
+        d, nrm = side_axes(a, b, centre)
         line = _side_edge(photo, a, b, d, nrm, steps, scale)
         if line is None:
             lines.append((d, a))
@@ -86,15 +82,9 @@ def _side_edge(
     ts = np.linspace(0.08, 0.92, N_PROFILES)
     base = a[None, :] + (b - a)[None, :] * ts[:, None]
     offs = np.array([-scale, 0.0, scale])  # three parallel profiles, averaged against noise
-    pos = (
-        base[:, None, None, :]
-        + offs[None, :, None, None] * d[None, None, None, :]
-        + steps[None, None, :, None] * nrm[None, None, None, :]
-    )
     n_s = len(steps)
     # sampled from the photo as it is (a 12 MP frame is not converted whole)
-    vals = sample_bilinear(photo, pos[..., 0].reshape(-1, n_s), pos[..., 1].reshape(-1, n_s))
-    vals = vals.astype(np.float32)
+    vals = sample_across(photo, base, d, nrm, offs, steps).astype(np.float32)
     if vals.ndim == 3:
         vals = vals.mean(axis=2)
     prof = vals.reshape(N_PROFILES, 3, n_s).mean(axis=1)
