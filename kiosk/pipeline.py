@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -77,8 +78,11 @@ class AnalysisResult:
     cam: np.ndarray | None = None
     logits: np.ndarray | None = None
     features: np.ndarray | None = None
-    # the film's JPEG for the store, encoded on the helper thread while the model runs
-    film_jpeg: Future[bytes] | None = field(default=None, repr=False)
+    # the stored film image's path, encoded and written on the helper thread while the model
+    # runs (``Pipeline._write_film``), under the id and date the result will be stored with
+    film_file: Future[str] | None = field(default=None, repr=False)
+    record_id: str = field(default_factory=lambda: str(uuid.uuid4()), repr=False)
+    created_at: str = field(default_factory=utcnow, repr=False)
 
     @property
     def calibration_id(self) -> str | None:
@@ -373,8 +377,16 @@ class Pipeline:
                 return
             film = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         result.film = film
-        if store and self.store is not None and self.data_dir is not None and self.store_images:
-            result.film_jpeg = helper().submit(encode_jpeg, film, quality=FILM_JPEG_QUALITY)
+        if (
+            store
+            and self.store is not None
+            and self.data_dir is not None
+            and self.store_images
+            and self.store.free_mb() >= max(self.min_free_mb, self.critical_free_mb)
+        ):
+            result.film_file = helper().submit(
+                self._write_film, result.record_id, result.created_at, film
+            )
 
         t = time.perf_counter()
         prediction = self.classifier.predict(film)
@@ -470,13 +482,17 @@ class Pipeline:
             calibration_date=None if result.calibration is None else result.calibration["date"],
             timings_ms=result.timings_ms,
             patient_ref=patient_ref,
+            id=result.record_id,
+            created_at=result.created_at,
         )
         if result.logits is not None:
             record.logits = [float(v) for v in result.logits]
         record.features = result.features
         if result.cam is not None:
             record.cam = np.round(result.cam.astype(np.float64), 3).tolist()
-        if result.film is not None and self.data_dir is not None:
+        if result.film_file is not None:  # written beside the model (above: room for it)
+            record.image_path = result.film_file.result()
+        elif result.film is not None and self.data_dir is not None:
             if not self.store_images:
                 result.quality.setdefault("flags", []).append("image_not_stored_by_config")
             elif free_mb < self.min_free_mb:
@@ -487,22 +503,16 @@ class Pipeline:
                     record.id,
                 )
             else:
-                jpeg = None if result.film_jpeg is None else result.film_jpeg.result()
-                record.image_path = self._write_film(
-                    record.id, record.created_at, result.film, jpeg
-                )
+                record.image_path = self._write_film(record.id, record.created_at, result.film)
         result.result_id = self.store.save_result(record)
         result.timings_ms["store"] = (time.perf_counter() - t) * 1000.0
         return result
 
-    def _write_film(
-        self, result_id: str, created_at: str, film: np.ndarray, jpeg: bytes | None = None
-    ) -> str:
+    def _write_film(self, result_id: str, created_at: str, film: np.ndarray) -> str:
         day = created_at[:10]
         relative = Path("images") / day / f"{result_id}.jpg"
         assert self.data_dir is not None
-        if jpeg is None:
-            jpeg = encode_jpeg(film, quality=FILM_JPEG_QUALITY)
+        jpeg = encode_jpeg(film, quality=FILM_JPEG_QUALITY)
         try:
             atomic_write_bytes(self.data_dir / relative, jpeg)
         except OSError as exc:

@@ -41,6 +41,8 @@ def test_result_is_committed_with_image_and_cam_before_it_is_returned(
     assert pipeline.store is not None
     row = pipeline.store.get_result(result.result_id or "")
     assert row is not None and row["status"] == "ok"
+    # the image, written beside the model, is named by the id and day the result was stored with
+    assert row["image_path"] == f"images/{row['created_at'][:10]}/{result.result_id}.jpg"
     assert (data_dir / row["image_path"]).is_file()
     assert np.array(row["cam"]).shape == result.cam.shape  # type: ignore[union-attr]
     assert row["logits"] == pytest.approx(list(result.logits))  # type: ignore[arg-type]
@@ -55,13 +57,14 @@ def test_low_disk_keeps_the_result_but_not_the_image(pipeline: Pipeline) -> None
     assert row is not None and row["image_path"] is None
 
 
-def test_critical_disk_stores_nothing_and_says_so(pipeline: Pipeline) -> None:
+def test_critical_disk_stores_nothing_and_says_so(pipeline: Pipeline, data_dir: Path) -> None:
     assert pipeline.store is not None
     before = pipeline.store.list_results()[1]
     pipeline.critical_free_mb = 10**12
     with pytest.raises(StoreError, match="not stored"):
         pipeline.analyze_image(digital(5), source="x", input_kind="digital")
     assert pipeline.store.list_results()[1] == before
+    assert not list(data_dir.glob("images/**/*.jpg"))  # no film image either
 
 
 def test_calibration_of_another_model_is_never_applied(factory_pipeline: Pipeline) -> None:

@@ -39,20 +39,32 @@ def fit_smooth_surface(
     h, w = values.shape
     basis = _poly_basis(h, w, degree)
     v = values.ravel().astype(np.float64)
-    use = mask.ravel().copy()
-    surface = np.full(v.shape, float(np.median(v[use])) if use.any() else 0.0, np.float32)
+    inside = mask.ravel()
+    use = inside.copy()
+    n_use = int(use.sum())
+    surface = np.full(v.shape, float(np.median(v[use])) if n_use else 0.0, np.float32)
     ridge = 1e-6 * np.eye(basis.shape[1])
+    gram = rhs = None
     for _ in range(iterations):
-        if use.sum() < basis.shape[1] * 4:
+        if n_use < basis.shape[1] * 4:
             break
-        b = basis[use]
+        if gram is None or rhs is None:
+            b = basis[use]
+            gram, rhs = b.T @ b, b.T @ v[use]
         # normal equations: a 15x15 solve, far cheaper than an SVD-based lstsq
-        coef = np.linalg.solve(b.T @ b + ridge * len(b), b.T @ v[use])
+        coef = np.linalg.solve(gram + ridge * n_use, rhs)
         surface = (basis @ coef).astype(np.float32)
-        kept = mask.ravel() & (v >= keep_ratio * surface)
+        kept = inside & (v >= keep_ratio * surface)
         if upper_ratio is not None:
             kept &= v <= upper_ratio * surface
-        if np.array_equal(kept, use):  # converged: another round would fit the same pixels
+        changed = kept != use
+        if not changed.any():  # converged: another round would fit the same pixels
             break
-        use = kept
+        # the next round's normal equations from this one's: add the pixels taken in, take
+        # out those dropped (usually a few hundred of the thousands), instead of summing all again
+        added, dropped = changed & kept, changed & use
+        b_in, b_out = basis[added], basis[dropped]
+        gram = gram + b_in.T @ b_in - b_out.T @ b_out
+        rhs = rhs + b_in.T @ v[added] - b_out.T @ v[dropped]
+        use, n_use = kept, int(kept.sum())
     return surface.reshape(h, w)

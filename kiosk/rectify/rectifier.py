@@ -17,6 +17,7 @@ from kiosk.capture.bracket import FilmCapture
 from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
 from kiosk.helper_thread import helper
+from kiosk.imaging.colour import channel_max
 from kiosk.rectify.develop import Developed, develop_film
 from kiosk.rectify.frame_edge import beyond_unlit_sides, edge_content
 from kiosk.rectify.gates import (
@@ -192,7 +193,7 @@ def _rectify_once(
     trans, lit = light.trans, light.lit
     lit_sub = lit[::3, ::3]
     clipped_lb = (
-        float((light.small[::3, ::3][lit_sub].max(axis=-1) >= CLIP_LEVEL).mean())
+        float((channel_max(light.small[::3, ::3])[lit_sub] >= CLIP_LEVEL).mean())
         if lit_sub.any()
         else 0.0
     )
