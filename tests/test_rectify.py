@@ -17,6 +17,7 @@ from kiosk.model.localiser import load_localiser, localiser_manifest
 from kiosk.rectify.gates import check_digital, looks_like_photo
 from kiosk.rectify.locate import Detection, MaskModel, mask_crispness
 from kiosk.rectify.rectifier import rectify
+from kiosk.rectify.result import RectifyResult
 
 SIZE = (540, 960)
 
@@ -847,3 +848,58 @@ def test_a_film_found_by_the_closer_look_but_too_small_says_so() -> None:
     assert res.status == "rejected" and res.quality.flags[0] == "film_too_small", res.quality
     assert res.quality.advice is not None and "closer" in res.quality.advice
     assert res.corners is not None and quad_iou(res.corners, sheet, SIZE) > 0.9
+
+
+def _tilted_mask(cells_w: int, cells_h: int, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """A localiser-sized mask (72x128 cells) holding one tilted film, and its corners (cells)."""
+    centre = np.array([64.0, 36.0])
+    a = np.radians(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [cells_w / 2, cells_h / 2]
+    corners = (half @ rot.T + centre).astype(np.float32)
+    mask = np.zeros((72, 128), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners * 16).astype(np.int32), 1, shift=4)
+    return mask, corners
+
+
+@pytest.mark.parametrize(("cells_w", "cells_h"), [(18, 26), (24, 30), (60, 50)])
+def test_a_small_film_on_the_localiser_mask_gets_its_quad(cells_w: int, cells_h: int) -> None:
+    """A film a few dozen mask cells across (a small lightbox far from the camera) has an
+    outline of about 80 points, its short sides 15: all four sides are still found."""
+    from kiosk.rectify.locate import component_quad
+
+    mask, corners = _tilted_mask(cells_w, cells_h, 4.0)
+    det = component_quad(mask > 0, mask.shape)
+    assert det is not None
+    assert np.abs(det.quad_work - corners).max() < 1.5  # cells
+
+
+def _look(status: str, flags: tuple[str, ...] = (), **metrics: float) -> RectifyResult:
+    from kiosk.rectify.result import Quality
+
+    quad = np.array([[10, 10], [60, 10], [60, 80], [10, 80]], np.float32)
+    quality = Quality(status == "ok", None, None, flags, dict(metrics))
+    film = np.full((70, 50), 128, np.uint8) if status == "ok" else None
+    return RectifyResult(status, quad, film, quality, {})  # type: ignore[arg-type]
+
+
+def test_a_closer_look_replaces_a_first_find_only_with_a_better_one() -> None:
+    """A small film the localiser found on the whole frame is looked at again, closer; that
+    look is read when it finds the film by its edges or mask, never when it finds it only by
+    texture or refuses a film the first look read."""
+    from kiosk.rectify.second_look import in_whole_frame
+
+    box = (100, 50, 400, 300)
+    first = _look("ok", localiser_used=1.0, film_area_fraction=0.06)
+    by_mask = in_whole_frame(_look("ok", localiser_used=1.0), box, first, "zoomed")
+    assert by_mask is not None and by_mask.status == "ok" and by_mask.corners is not None
+    assert by_mask.quality.metrics["zoomed"] == 1.0 and by_mask.corners[0].tolist() == [110, 60]
+    assert in_whole_frame(_look("ok", located_by_texture=1.0), box, first, "zoomed") is None
+    too_small = _look("rejected", ("film_too_small",), film_short_side_px=30.0)
+    assert in_whole_frame(too_small, box, first, "zoomed") is None
+    # nothing found at first: the closer look's texture find or "too small" is the answer
+    nothing = _look("rejected", ("no_film",))
+    texture = in_whole_frame(_look("ok", located_by_texture=1.0), box, nothing, "zoomed")
+    assert texture is not None and texture.status == "ok"
+    small = in_whole_frame(too_small, box, nothing, "zoomed")
+    assert small is not None and small.status == "rejected"

@@ -59,15 +59,20 @@ def dominant_lines(
     """
     out: list[tuple[np.ndarray, np.ndarray, int]] = []
     remaining = pts
+    # a short outline (a small film on the localiser's 128-cell mask: about 80 points, its
+    # short sides 15 cells) has fewer points left for its last sides, and shorter ones
+    span = float(np.ptp(pts, axis=0).max()) if len(pts) else 0.0
+    min_left = min(20, max(8, len(pts) // 10))
+    min_pair = min(10.0, span / 5)
     for _ in range(n_lines):
         n = len(remaining)
-        if n < 20:
+        if n < min_left:
             break
         i = rng.integers(0, n, iters)
         j = rng.integers(0, n, iters)
         d = remaining[j] - remaining[i]
         length = np.hypot(d[:, 0], d[:, 1])
-        ok = length > 10
+        ok = length > min_pair
         if not ok.any():
             break
         i, d, length = i[ok], d[ok], length[ok]

@@ -67,6 +67,9 @@ LOCALISER_MIN_CRISP = 0.97
 # NEAR_EDGE_MIN_PX (at 1280 wide) inside the frame
 SHORT_EDGE_RUN = 12
 NEAR_EDGE_MIN_PX = 2.0
+# a film the localiser found covering less of the frame than this is looked at again, closer
+# (``second_look.zoom_box``), and read from that look when it finds the film there
+CLOSER_LOOK_AREA = 0.10
 
 METHODS = ("auto", "classical", "learned", "combined")
 # what "auto" means: the best method on the benchmark in docs/rectify.md
@@ -115,12 +118,18 @@ def rectify_capture(
     ``_locate``).
     """
     result, light = _rectify_once(capture, reference, method, localiser)
-    by_texture = result.quality.metrics.get("located_by_texture", 0.0) > 0
-    if "no_film" not in result.quality.flags and not by_texture:
+    metrics = result.quality.metrics
+    by_texture = metrics.get("located_by_texture", 0.0) > 0
+    # a small film found by the localiser: a few dozen of its 128 cells across, a coarse quad
+    small_mask = (
+        metrics.get("localiser_used", 0.0) > 0
+        and metrics.get("film_area_fraction", 1.0) < CLOSER_LOOK_AREA
+    )
+    if "no_film" not in result.quality.flags and not by_texture and not small_mask:
         return result
-    # nothing found, or found only by its texture (no edge seen): a small lightbox far from
-    # the camera gives the detectors (480 px across the whole frame) too few pixels; look
-    # again at full resolution around the lit panel
+    # nothing found, found only by its texture (no edge seen), or small in the localiser's
+    # mask: a small lightbox far from the camera gives the detectors (480 px across the whole
+    # frame) too few pixels; look again at full resolution around the lit panel
     box = zoom_box(light)
     if box is not None:
         closer = _closer_look(capture, box, result, method, localiser)
@@ -287,6 +296,11 @@ def _rectify_once(
                 # ("combined") or else the texture tells
                 mask = proposal.quad() if method == "combined" else None
                 metrics["localiser_crisp"] = proposal.crisp
+                if mask is not None and mask.area_fraction < CLOSER_LOOK_AREA:
+                    # a small film's mask, a few dozen cells across, does not overrule a
+                    # missing edge: it may stop where the panel does while the film runs on
+                    # over the housing and out of the frame
+                    mask = None
                 textured = None if mask is not None else detect_by_texture(light.small)
                 # the mask overrules the missing edge only for a film clearly inside the
                 # frame: every corner a mask cell or more from the frame's edges

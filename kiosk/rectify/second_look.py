@@ -44,10 +44,12 @@ def in_whole_frame(
         return None
     # a film the closer look found but that is too small to read: say so, not "no film"
     too_small = zoomed.quality.flags[:1] == ("film_too_small",) and not by_texture
-    if zoomed.status != "ok" and not too_small:
-        return None
-    if by_texture and zoomed.quality.metrics.get("located_by_texture", 0.0) > 0:
-        return None  # (the texture find is kept unless the closer look saw edges)
+    if zoomed.status != "ok" and (not too_small or result.status == "ok"):
+        return None  # (a film the first look read is not refused by the closer one)
+    if (by_texture or result.status == "ok") and zoomed.quality.metrics.get(
+        "located_by_texture", 0.0
+    ) > 0:
+        return None  # (a texture find replaces no other find, unless the closer look saw edges)
     metrics = dict(zoomed.quality.metrics)
     metrics[note] = 1.0
     timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in zoomed.timings_ms.items()}
