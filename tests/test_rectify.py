@@ -903,3 +903,25 @@ def test_a_closer_look_replaces_a_first_find_only_with_a_better_one() -> None:
     assert texture is not None and texture.status == "ok"
     small = in_whole_frame(too_small, box, nothing, "zoomed")
     assert small is not None and small.status == "rejected"
+
+
+def test_a_dark_region_with_no_right_angles_is_doubted_not_read_as_the_film() -> None:
+    """A film covering its bay leaves no lit panel round it; its darkest filled region may be
+    a lung, a quad with corners far from right angles (a film's are within the camera's
+    tilt). Such a detection is doubtful: the localiser is asked (``combined``)."""
+    from kiosk.rectify.light import measure_light
+    from kiosk.rectify.rectifier import _doubtful
+
+    photo = np.full((270, 480, 3), 230, np.uint8)
+    photo[60:210, 140:340] = 205  # a film's clear margin on the panel ...
+    photo[72:198, 152:328] = 60  # ... round its dark image
+    lung = np.array([[200, 70], [250, 62], [262, 200], [170, 196]], np.float32)  # 70-100 deg
+    # (a "lung" whose rim reads as clear as a margin, the panel model being the film's own
+    # bright parts when the film covers its bay: by its rim alone it would pass)
+    cv2.fillConvexPoly(photo, lung.astype(np.int32), (200, 200, 200))
+    core = lung.mean(axis=0) + (lung - lung.mean(axis=0)) * 0.8
+    cv2.fillConvexPoly(photo, core.astype(np.int32), (40, 40, 40))
+    light = measure_light(photo, None)
+    film = np.array([[140, 60], [339, 60], [339, 209], [140, 209]], np.float32)
+    assert not _doubtful(Detection(film, 1.0, 0.23), 0.0, light, (270, 480))
+    assert _doubtful(Detection(lung, 1.0, 0.06), 0.0, light, (270, 480))

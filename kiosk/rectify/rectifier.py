@@ -39,6 +39,7 @@ from kiosk.rectify.locate import (
     detect_film,
     learned_detection,
     quad_cut_off,
+    rectangular,
 )
 from kiosk.rectify.photometry import (
     CLEAR_BASE_MIN_T,
@@ -502,7 +503,10 @@ def _doubtful(
     if det is None or det.fill < MIN_FILL or det.runs_out(work_hw):
         return True
     return (
-        clipped_lb > LIGHTBOX_CLIPPED_NOTE
+        # (a film's corners are right angles within the tilt of the camera: a dark region
+        # with a corner far from one is part of a film covering its bay, a lung say)
+        not rectangular(det.quad_work)
+        or clipped_lb > LIGHTBOX_CLIPPED_NOTE
         or clear_film_level(light.trans, det.quad_work) < CLEAR_BASE_MIN_T
     )
 
