@@ -457,6 +457,24 @@ def test_edge_content_sees_image_or_dark_at_the_frame_edge() -> None:
     assert edge_content(lum, np.zeros((4, 2), np.float32)) == float("inf")  # no interior
 
 
+def test_edge_content_reaches_past_a_mask_that_bled_over_the_dark_surround() -> None:
+    """The localiser's mask can run from the film's black margin over the dark housing to the
+    frame's edge, 16 px beyond its quad: what lies at the edge there, within the mask's
+    reach, says whether the film runs on."""
+    from kiosk.rectify.frame_edge import edge_content
+
+    lum = np.full((100, 160), 0.004, np.float32)  # dark surround
+    lum[30:76, 40:144] = 0.05  # the film, its right side 16 px from the frame's edge
+    lum[92:, 60:120] = 0.9  # lit panel at the bottom edge, 22 px below the film
+    quad = np.array([[40, 30], [143, 30], [143, 75], [40, 75]], np.float32)
+    assert np.isnan(edge_content(lum, quad))  # too far for the frame-edge check
+    # the mask ran out at the right edge: only there is the check reached out to
+    assert edge_content(lum, quad, ("right",)) == pytest.approx(0.004 / 0.05, rel=0.01)
+    assert edge_content(lum, quad, ("right", "bottom")) > 10  # (the panel, were it asked)
+    lum[30:76, 144:] = 0.06  # the image runs on to the frame's edge
+    assert edge_content(lum, quad, ("right",)) > 1.0
+
+
 def test_beyond_unlit_sides_sees_dark_housing_or_film_running_on() -> None:
     """A quad inside the frame whose top side has no lit panel beyond it: dark housing out
     to the frame's edge (the film ends, or hangs over the housing in view) or the film's dim
@@ -662,6 +680,7 @@ def test_a_film_next_to_the_frame_edge_is_whole(top_row: int, runs_out: bool) ->
     found = learned_detection(_FakeLocaliser(mask), np.zeros((270, 480, 3), np.uint8), (270, 480))
     assert found is not None
     assert found.runs_out((270, 480)) is runs_out
+    assert found.out_edges == (("top",) if runs_out else ())
 
 
 def _panel_with_film(mediastinum: bool = False) -> np.ndarray:

@@ -21,32 +21,44 @@ frame edges far from the film.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import cv2
 import numpy as np
 
 EDGE_BAND_PX = 3  # work pixels along the frame's edge that are looked at
 NEAR_PX = 8  # work pixels: how far beyond the quad a frame edge still counts as "next to it"
+# (when the localiser's mask reaches the frame's edge beyond its quad, as far as the mask may
+# bleed over a dark surround: 6 of its cells at 480 work px across)
+MASK_REACH_PX = 24
 INTERIOR_ERODE_PX = 9  # work pixels trimmed from the quad for the film's reference level
 
 
-def edge_content(lum: np.ndarray, quad_work: np.ndarray) -> float:
-    """Brightest light at the frame's edge next to the film, relative to the film's median
-    (NaN when the quad is nowhere near an edge; inf when the quad has no interior)."""
+FRAME_EDGES = ("top", "bottom", "left", "right")
+
+
+def edge_content(lum: np.ndarray, quad_work: np.ndarray, reach: Collection[str] = ()) -> float:
+    """Brightest light at the frame's edge next to the film (within ``NEAR_PX``; within
+    ``MASK_REACH_PX`` for the edges named in ``reach``, of ``FRAME_EDGES``), relative to the
+    film's median (NaN when the quad is nowhere near an edge; inf when the quad has no
+    interior)."""
     h, w = lum.shape
     film, reference = _film_and_level(lum, quad_work)
     if reference <= 0:
         return float("inf")
     near = cv2.dilate(film, np.ones((2 * NEAR_PX + 1, 2 * NEAR_PX + 1), np.uint8)) > 0
+    far = near
+    if reach:
+        far = cv2.dilate(film, np.ones((2 * MASK_REACH_PX + 1,) * 2, np.uint8)) > 0
     b = EDGE_BAND_PX
     brightest = float("nan")
-    for rows, cols in (
-        (slice(0, b), slice(None)),
-        (slice(h - b, h), slice(None)),
-        (slice(None), slice(0, b)),
-        (slice(None), slice(w - b, w)),
+    for edge, rows, cols in (
+        ("top", slice(0, b), slice(None)),
+        ("bottom", slice(h - b, h), slice(None)),
+        ("left", slice(None), slice(0, b)),
+        ("right", slice(None), slice(w - b, w)),
     ):
-        values = lum[rows, cols][near[rows, cols]]
+        values = lum[rows, cols][(far if edge in reach else near)[rows, cols]]
         if values.size >= b:  # one edge at a time: a short bright run is not averaged away
             value = float(np.percentile(values, 95))
             brightest = value if math.isnan(brightest) else max(brightest, value)

@@ -134,8 +134,10 @@ class Detection:
     cut_off: bool | None = None
     # the localiser's certainty (``mask_crispness``); 1.0 for the classical detectors
     crisp: float = 1.0
-    # the longest run of mask cells along a frame edge that made ``cut_off`` true (0: none)
+    # the longest run of mask cells along a frame edge that made ``cut_off`` true (0: none),
+    # and the frame edges (``frame_edge.FRAME_EDGES``) where the mask runs out
     edge_run: int = 0
+    out_edges: tuple[str, ...] = ()
 
     def runs_out(self, work_hw: tuple[int, int]) -> bool:
         """The film runs out of the frame (see ``cut_off``)."""
@@ -320,11 +322,12 @@ def learned_detection(
         float(ww - 1 - quad[:, 0].max()),
     )
     cell = ww / mw
-    out_runs = [
-        int(e.sum())
-        for e, gap in zip(edges, gaps, strict=True)
+    out = [
+        (name, int(e.sum()))
+        for name, e, gap in zip(("top", "bottom", "left", "right"), edges, gaps, strict=True)
         if int(e.sum()) >= MASK_EDGE_RUN and not EDGE_GAP_MIN_PX <= gap <= 2 * cell
     ]
+    out_runs = [run for _, run in out]
     runs_out = bool(out_runs)
     if lum is not None:
         # the mask bleeds onto bare panel next to the film: without it, if what is left is
@@ -350,4 +353,5 @@ def learned_detection(
         runs_out,
         crisp,
         max(out_runs, default=0),
+        tuple(name for name, _ in out),
     )

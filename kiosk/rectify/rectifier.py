@@ -357,6 +357,11 @@ def _rectify_once(
         # the quad comes to the frame's edge; only what lies *at* that edge says whether the
         # radiograph is cut there, or only its dark margin or the unlit housing around it
         content = edge_content(light.lum, cut_quad)
+        if math.isnan(content) and source == "localiser" and det.out_edges:
+            # no frame edge next to the quad, but the localiser's mask runs out of the frame
+            # beyond it: it may have bled from the film's black margin over the dark housing
+            # to the edge. What lies at those edges, within the mask's reach, tells
+            content = edge_content(light.lum, cut_quad, det.out_edges)
         metrics["frame_edge_content"] = content
         if content <= FRAME_EDGE_DARK_MAX:  # (NaN: no frame edge near the quad, still refused)
             cut_off, lightbox_seen = False, False
