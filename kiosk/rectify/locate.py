@@ -18,6 +18,7 @@ import numpy as np
 
 from kiosk.imaging.geometry import line_from_points, quad_from_lines
 from kiosk.imaging.resize import shrink
+from kiosk.rectify.frame_edge import FRAME_EDGES
 from kiosk.rectify.refine import sample_bilinear
 
 
@@ -324,7 +325,7 @@ def learned_detection(
     cell = ww / mw
     out = [
         (name, int(e.sum()))
-        for name, e, gap in zip(("top", "bottom", "left", "right"), edges, gaps, strict=True)
+        for name, e, gap in zip(FRAME_EDGES, edges, gaps, strict=True)
         if int(e.sum()) >= MASK_EDGE_RUN and not EDGE_GAP_MIN_PX <= gap <= 2 * cell
     ]
     out_runs = [run for _, run in out]
