@@ -41,6 +41,16 @@ def line_from_points(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return d, p0
 
 
+def side_axes(a: np.ndarray, b: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unit direction from ``a`` to ``b`` and the unit normal pointing away from
+    ``centre`` (outward from the quad whose side ``a``-``b`` is)."""
+    d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
+    nrm = np.array([d[1], -d[0]])  # outward for a clockwise (on screen) quad
+    if (a + b) / 2 @ nrm < centre @ nrm:
+        nrm = -nrm
+    return d, nrm
+
+
 def intersect_lines(
     a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:

@@ -26,6 +26,8 @@ from collections.abc import Collection
 import cv2
 import numpy as np
 
+from kiosk.imaging.geometry import side_axes
+
 EDGE_BAND_PX = 3  # work pixels along the frame's edge that are looked at
 NEAR_PX = 8  # work pixels: how far beyond the quad a frame edge still counts as "next to it"
 # (when the localiser's mask reaches the frame's edge beyond its quad, as far as the mask may
@@ -52,12 +54,13 @@ def edge_content(lum: np.ndarray, quad_work: np.ndarray, reach: Collection[str] 
         far = cv2.dilate(film, np.ones((2 * MASK_REACH_PX + 1,) * 2, np.uint8)) > 0
     b = EDGE_BAND_PX
     brightest = float("nan")
-    for edge, rows, cols in (
-        ("top", slice(0, b), slice(None)),
-        ("bottom", slice(h - b, h), slice(None)),
-        ("left", slice(None), slice(0, b)),
-        ("right", slice(None), slice(w - b, w)),
-    ):
+    bands = (
+        (slice(0, b), slice(None)),
+        (slice(h - b, h), slice(None)),
+        (slice(None), slice(0, b)),
+        (slice(None), slice(w - b, w)),
+    )
+    for edge, (rows, cols) in zip(FRAME_EDGES, bands, strict=True):
         values = lum[rows, cols][(far if edge in reach else near)[rows, cols]]
         if values.size >= b:  # one edge at a time: a short bright run is not averaged away
             value = float(np.percentile(values, 95))
@@ -92,13 +95,9 @@ def beyond_unlit_sides(lum: np.ndarray, bright: np.ndarray, quad_work: np.ndarra
     brightest = float("nan")
     for i in range(4):
         a, c = quad[i], quad[(i + 1) % 4]
-        d = c - a
-        length = float(np.hypot(*d))
-        if length < 1:
+        if float(np.hypot(*(c - a))) < 1:
             continue
-        n = np.array([d[1], -d[0]]) / length
-        if np.dot(n, (a + c) / 2 - centre) < 0:
-            n = -n
+        _, n = side_axes(a, c, centre)
         band = np.zeros((h, w), np.uint8)
         cv2.fillConvexPoly(band, _poly(a + n * near, c + n * near, c + n * far, a + n * far), 1)
         inside = band > 0

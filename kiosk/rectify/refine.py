@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from kiosk.imaging.colour import linear_luminance
-from kiosk.imaging.geometry import line_from_points, quad_from_lines
+from kiosk.imaging.geometry import line_from_points, quad_from_lines, side_axes
 
 MIN_SIDE_FRACTION = 0.3  # of a side's profiles showing a lightbox -> film edge
 
@@ -27,16 +27,6 @@ def sample_bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
         cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
-
-
-def side_axes(a: np.ndarray, b: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The unit direction from ``a`` to ``b`` and the unit normal pointing away from
-    ``centre`` (outward from the quad whose side ``a``-``b`` is)."""
-    d = (b - a) / max(np.linalg.norm(b - a), 1e-6)
-    nrm = np.array([d[1], -d[0]])  # outward for a clockwise (on screen) quad
-    if (a + b) / 2 @ nrm < centre @ nrm:
-        nrm = -nrm
-    return d, nrm
 
 
 def sample_across(

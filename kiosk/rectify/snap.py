@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiosk.imaging.geometry import quad_from_lines
-from kiosk.rectify.refine import sample_across, side_axes
+from kiosk.imaging.geometry import quad_from_lines, side_axes
+from kiosk.rectify.refine import sample_across
 
 N_PROFILES = 64  # across each side, spread over its middle 84 %
 MIN_AGREE = 0.5  # share of a side's profiles whose step lies on the one line
