@@ -194,3 +194,42 @@ def test_true_crop_cuts_the_quadrilateral_out_upright() -> None:
     assert abs(w - 200) <= 2 and abs(h - 200) <= 2
     assert crop[h // 2, w // 2].tolist() == [200, 180, 160]
     assert crop[: h // 3, : w // 3].min() < 30 and crop[-h // 3 :, -w // 3 :].min() > 150
+
+
+def test_outline_shows_a_film_on_the_panel_and_not_its_side_over_the_housing() -> None:
+    from kiosk.lab.photo_study.outline import outline_class, side_steps
+
+    img = np.full((400, 600), 30, np.uint8)  # dark housing
+    img[:, :300] = 230  # lit panel on the left half
+    img[100:300, 100:400] = 40  # a film from the panel onto the housing (right side)
+    corners = np.array([[100, 100], [400, 100], [400, 300], [100, 300]], np.float64)
+    steps = side_steps(img, corners)
+    assert steps[3][0] >= 150  # left side: panel 230 against film 40
+    assert steps[1][0] == pytest.approx(10, abs=1)  # right side: film 40 against housing 30
+    assert outline_class(steps) == "dark"  # top and bottom cross the panel: half shown
+    on_panel = img.copy()
+    on_panel[:, :] = 230
+    on_panel[100:300, 100:400] = 60
+    assert outline_class(side_steps(on_panel, corners)) == "shown"
+    clipped = np.full((400, 600), 255, np.uint8)
+    clipped[120:280, 120:380] = 90  # the image area; the clear margin clips like the panel
+    assert outline_class(side_steps(clipped, corners)) == "bright"
+    rgb = np.repeat(on_panel[:, :, None], 3, axis=2)
+    assert side_steps(rgb, corners) == side_steps(on_panel, corners)
+
+
+def test_summary_splits_the_legible_films_by_what_the_photo_shows_of_their_outline() -> None:
+    recs = _synthetic_records()
+    films = [r for r in recs if r["kind"] == "film"]
+    for i, r in enumerate(films):
+        r["truth"] = {"lung_clipped_frac": 0.0, "lung_crushed_frac": 0.0, "lung_glare": 0.0}
+        r["sheet_outline"] = "shown" if i % 2 else "dark"
+    s = ps.summarise(recs)
+    split = s["truly_legible"]["by_sheet_outline"]
+    assert set(split) == {"shown", "dark"} and split["shown"]["n"] == split["dark"]["n"] == 20
+    for name, g in split.items():
+        rs = [r for r in films if r["sheet_outline"] == name]
+        ok = [r for r in rs if r["status"] == "ok"]
+        assert g["iou_best_mean"] == pytest.approx(0.99 * len(ok) / len(rs))
+    md = ps.to_markdown({"meta": _meta("b"), "summary": s})
+    assert "sheet outline shown" in md and "sheet outline dark" in md

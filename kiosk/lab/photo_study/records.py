@@ -18,6 +18,7 @@ from kiosk.errors import CameraError
 from kiosk.imaging.decode import preview_factor
 from kiosk.imaging.resize import box_shrink
 from kiosk.lab.photo_study.films import MANIFEST, FilmRef, holdout_films, load_film
+from kiosk.lab.photo_study.outline import outline_class, side_steps
 from kiosk.lab.photo_study.scenes import Shot, scenes_a, scenes_b
 from kiosk.lab.rectify_bench import quad_iou
 from kiosk.model.classifier import Classifier
@@ -136,7 +137,11 @@ def measure(
         "film": None if film is None else film.key,
         "patient": None if film is None else film.patient,
         "label": None if film is None else film.label,
+        # which sides of the true sheet the photo shows (``outline``): films only
+        "sheet_outline": None,
     }
+    if shot.kind == "film" and shot.corners is not None:
+        rec["sheet_outline"] = outline_class(side_steps(shot.image, shot.corners))
     ok = res.status == "ok"
     for name, true in (("sheet", shot.corners), ("area", shot.image_corners)):
         iou = err_mean = err_max = None

@@ -84,6 +84,11 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{_f(t['accepted_pct'])}% of {t['n']} (illegible accepted: "
             f"{_f(t['illegible_accepted_pct'])}% of {t['illegible_n']}) |"
         )
+        for name, g in t.get("by_sheet_outline", {}).items():
+            lines.append(
+                f"| truly legible, sheet outline {name}: n / accepted / mean IoU best |"
+                f" {g['n']} / {_f(g['accepted_pct'])}% / {_f(g['iou_best_mean'], '.3f')} |"
+            )
     lines += [
         "",
         "Refusals of in-frame films (first flag; any flag), % of in-frame films:",

@@ -40,6 +40,23 @@ def _first_flags(rs: list[dict[str, Any]]) -> dict[str, float | None]:
     return {k: _pct(v, len(rs)) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
+def by_outline(films: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Acceptance and mean best IoU (refused = 0) of ``films`` by which sides of the true sheet
+    their photo shows (``outline.outline_class``; records without it are left out)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in films:
+        if r.get("sheet_outline"):
+            groups.setdefault(r["sheet_outline"], []).append(r)
+    return {
+        name: {
+            "n": len(rs),
+            "accepted_pct": _pct(sum(r["status"] == "ok" for r in rs), len(rs)),
+            "iou_best_mean": _mean([max(r["iou_sheet"], r["iou_area"]) for r in rs]),
+        }
+        for name, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    }
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The study's summary from its per-photo records."""
     films = [r for r in records if r["kind"] == "film" and r["in_frame"]]
@@ -191,6 +208,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                 sum(r["status"] == "ok" for r in films if id(r) not in legible_ids),
                 n - len(legible),
             ),
+            "by_sheet_outline": by_outline(legible),
         }
     per_factor: dict[str, dict[str, Any]] = {}
     extras = sorted(
