@@ -43,7 +43,7 @@ from kiosk.model.classifier import Classifier, Prediction
 from kiosk.model.localiser import load_localiser
 from kiosk.model.ood import OodDetector
 from kiosk.rectify.gates import check_digital, looks_like_photo
-from kiosk.rectify.light import WORK_LONG_SIDE_PX
+from kiosk.rectify.light import WORK_LONG_SIDE_PX, Light, measure_light_preview
 from kiosk.rectify.locate import MaskModel
 from kiosk.rectify.rectifier import rectify_capture, uses_localiser
 from kiosk.rectify.result import Quality
@@ -254,9 +254,14 @@ class Pipeline:
         """Decode a file and analyse it. Never raises for a bad file: see the module doc."""
         t0 = time.perf_counter()
         try:
-            # a photo's colour is needed only at the rectifier's work size (``LoadedImage``)
-            preview = WORK_LONG_SIDE_PX if input_kind == "photo" else None
-            loaded = read_image(path, preview_long_side=preview)
+            # a photo's colour is needed only at the rectifier's work size (``LoadedImage``);
+            # its light is measured on that while the full-size luma decodes
+            photo = input_kind == "photo"
+            loaded = read_image(
+                path,
+                preview_long_side=WORK_LONG_SIDE_PX if photo else None,
+                on_preview=self._light_from_preview if photo else None,
+            )
         except ImageError as exc:
             result = AnalysisResult(
                 source=str(path),
@@ -286,8 +291,11 @@ class Pipeline:
         """Analyse decoded pixels (grey or RGB uint8) and store the outcome."""
         notes: tuple[str, ...] = ()
         preview = None
+        light = None
         if isinstance(image, LoadedImage):
             notes, preview = image.notes, image.preview
+            if isinstance(image.from_preview, Light):
+                light = image.from_preview
             image = image.pixels
         return self._analyze(
             FilmCapture.single(image, preview=preview),
@@ -297,7 +305,11 @@ class Pipeline:
             decode_ms=decode_ms,
             patient_ref=patient_ref,
             notes=notes,
+            light=light,
         )
+
+    def _light_from_preview(self, preview: np.ndarray, frame_hw: tuple[int, int]) -> Light:
+        return measure_light_preview(preview, frame_hw, self.rig)
 
     def analyze_capture(
         self, capture: FilmCapture, *, source: str = "camera", store: bool = True
@@ -315,6 +327,7 @@ class Pipeline:
         decode_ms: float | None = None,
         patient_ref: str | None = None,
         notes: tuple[str, ...] = (),
+        light: Light | None = None,
     ) -> AnalysisResult:
         timings: dict[str, float] = {}
         if decode_ms is not None:
@@ -323,7 +336,7 @@ class Pipeline:
             source=source, status="ok", input_kind=input_kind, model=self.model_ref
         )
         try:
-            self._run_stages(capture, result, timings, input_kind, store=store)
+            self._run_stages(capture, result, timings, input_kind, store=store, light=light)
         except KioskError as exc:
             result.status, result.reason, result.advice = "error", exc.message, exc.fix
         except Exception as exc:  # one bad image must never stop a batch
@@ -346,7 +359,10 @@ class Pipeline:
         input_kind: InputKind,
         *,
         store: bool = False,
+        light: Light | None = None,
     ) -> None:
+        """The stages after decoding; ``light``: the base frame's light, measured on its
+        preview while it decoded (else rectify measures it)."""
         t = time.perf_counter()
         image = capture.base
         if input_kind == "auto":
@@ -354,7 +370,11 @@ class Pipeline:
         result.input_kind = input_kind
         if input_kind == "photo":
             rect = rectify_capture(
-                capture, self.rig, method=self.rectify_method, localiser=self.localiser
+                capture,
+                self.rig,
+                method=self.rectify_method,
+                localiser=self.localiser,
+                light=light,
             )
             result.quality = _quality_dict(rect.quality)
             if rect.corners is not None:

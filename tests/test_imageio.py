@@ -236,3 +236,38 @@ def test_photo_decode_falls_back_to_full_colour_when_a_preview_does_not_pay() ->
     Image.fromarray(decode_image(_colour_jpeg(1080, 1920)).pixels).save(png, format="PNG")
     from_png = decode_image(png.getvalue(), preview_long_side=480)
     assert from_png.preview is None and from_png.pixels.shape == (1080, 1920, 3)
+
+
+def test_work_on_the_preview_runs_while_the_luma_decodes_and_its_failure_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``on_preview`` gets the colour preview and the frame's (height, width) and its result is
+    kept beside the pixels; when it raises, the decode still succeeds, without a result."""
+    data = _colour_jpeg(1080, 1920)
+    seen: list[tuple[tuple[int, ...], tuple[int, int]]] = []
+
+    def work(preview: np.ndarray, hw: tuple[int, int]) -> float:
+        seen.append((preview.shape, hw))
+        return float(preview.mean())
+
+    plain = decode_image(data, preview_long_side=480)
+    loaded = decode_image(data, preview_long_side=480, on_preview=work)
+    assert seen == [((270, 480, 3), (1080, 1920))]
+    assert plain.preview is not None and loaded.preview is not None
+    assert loaded.from_preview == pytest.approx(float(plain.preview.mean()))
+    assert np.array_equal(loaded.pixels, plain.pixels)
+    assert np.array_equal(loaded.preview, plain.preview)
+
+    def broken(preview: np.ndarray, hw: tuple[int, int]) -> float:
+        raise RuntimeError("boom")
+
+    with caplog.at_level("ERROR"):
+        failed = decode_image(data, preview_long_side=480, on_preview=broken)
+    assert failed.from_preview is None and np.array_equal(failed.pixels, plain.pixels)
+    assert "work on the preview failed" in caplog.text
+    # no preview (a PNG): nothing to work on, so it is not called
+    png = io.BytesIO()
+    Image.fromarray(decode_image(data).pixels).save(png, format="PNG")
+    seen.clear()
+    assert decode_image(png.getvalue(), preview_long_side=480, on_preview=work).from_preview is None
+    assert seen == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from kiosk.app.appliance import load_classifier
 from kiosk.calibration.fitting import fit_calibration
 from kiosk.config import load_config
 from kiosk.errors import StoreError
+from kiosk.imaging.decode import LoadedImage
 from kiosk.pipeline import Pipeline
 from kiosk.store import Store
 
@@ -233,3 +235,28 @@ def test_a_photo_file_reads_the_same_as_the_photo_in_memory(
     assert from_file.status == whole.status == "ok", (from_file.reason, whole.reason)
     assert np.abs(np.array(from_file.corners) - np.array(whole.corners)).max() < 0.5
     assert from_file.findings[0].raw == pytest.approx(whole.findings[0].raw, abs=0.02)
+    # the light was measured on the preview while the luma decoded, and rectify used it
+    from kiosk.rectify.light import Light
+
+    assert isinstance(loaded[0].from_preview, Light)
+    import kiosk.rectify.rectifier as rectifier_module
+
+    measured: list[object] = []
+    real = rectifier_module.measure_light
+
+    def counted(*args: Any) -> Light:
+        measured.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(rectifier_module, "measure_light", counted)
+    again = pipeline.analyze_file(path, "photo", store=False)
+    assert measured == [] and again.corners == from_file.corners
+    split = pipeline.analyze_image(loaded[0], source="x", input_kind="photo", store=False)
+    assert measured == [] and split.corners == from_file.corners
+    bare = pipeline.analyze_image(
+        LoadedImage(loaded[0].pixels, "JPEG", (), loaded[0].preview),
+        source="x",
+        input_kind="photo",
+        store=False,
+    )
+    assert len(measured) == 1 and bare.corners == from_file.corners

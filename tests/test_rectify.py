@@ -944,3 +944,28 @@ def test_a_dark_region_with_no_right_angles_is_doubted_not_read_as_the_film() ->
     film = np.array([[140, 60], [339, 60], [339, 209], [140, 209]], np.float32)
     assert not _doubtful(Detection(film, 1.0, 0.23), 0.0, light, (270, 480))
     assert _doubtful(Detection(lung, 1.0, 0.06), 0.0, light, (270, 480))
+
+
+def test_light_measured_from_the_preview_rectifies_exactly_as_light_measured_in_rectify() -> None:
+    """The pipeline measures the light on a photo file's preview while its luma decodes and
+    hands it to rectify: same corners, verdict and film to the bit. A light measured for
+    another frame size is not used."""
+    from kiosk.rectify.light import measure_light_preview
+    from kiosk.rectify.rectifier import rectify_capture
+
+    rng = np.random.default_rng(311)
+    shot = render(phantom_chest(rng, (384, 384)), _scene(1), rng, SIZE)
+    _full, capture = _as_jpeg_file_decodes(shot.image)
+    assert capture.preview is not None
+    light = measure_light_preview(capture.preview, capture.base.shape[:2], None)
+    assert light.fits(capture.base.shape[:2]) and not light.fits((SIZE[0] // 2, SIZE[1] // 2))
+    own = rectify_capture(capture, method="classical")
+    given = rectify_capture(capture, method="classical", light=light)
+    assert given.status == own.status and given.quality.flags == own.quality.flags
+    assert own.corners is not None and given.corners is not None
+    assert np.array_equal(given.corners, own.corners)
+    assert own.film is not None and given.film is not None
+    assert np.array_equal(given.film, own.film)
+    other = measure_light_preview(capture.preview[::2, ::2], (SIZE[0] // 2, SIZE[1] // 2), None)
+    again = rectify_capture(capture, method="classical", light=other)
+    assert again.corners is not None and np.array_equal(again.corners, own.corners)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,12 +42,19 @@ class LoadedImage:
     ``preview`` is set only when asked for (``preview_long_side``) and the file is a colour
     JPEG: then ``pixels`` is its luma at full size and ``preview`` its colour, box-averaged by
     2, 4 or 8 (the decoder's own scaling) to at least ``preview_long_side`` on the long side.
+    ``from_preview`` is what the caller's ``on_preview`` made of the preview while the luma
+    was still decoding (None when it was not run: no preview, or it failed).
     """
 
     pixels: np.ndarray
     format: str
     notes: tuple[str, ...] = ()
     preview: np.ndarray | None = None
+    from_preview: Any = None
+
+
+# work on the colour preview of a frame of size (height, width), done while its luma decodes
+OnPreview = Callable[[np.ndarray, tuple[int, int]], Any]
 
 
 def _is_dicom(head: bytes) -> bool:
@@ -101,7 +110,11 @@ def _read_dicom(data: bytes, name: str) -> LoadedImage:
 
 
 def decode_image(
-    data: bytes, name: str = "the image", *, preview_long_side: int | None = None
+    data: bytes,
+    name: str = "the image",
+    *,
+    preview_long_side: int | None = None,
+    on_preview: OnPreview | None = None,
 ) -> LoadedImage:
     """Decode image bytes, refusing bombs, truncation and unusable modes with a clear error.
 
@@ -109,6 +122,9 @@ def decode_image(
     ``preview_long_side``: for a photo whose colour is wanted only at that size (the photo
     path locates the film at 480 px), a colour JPEG is decoded as full-size luma plus a
     reduced colour preview (``LoadedImage``), about half the work of a full colour decode.
+    ``on_preview(preview, (height, width))`` then runs on the preview while the luma decodes
+    on the helper thread (the photo path measures the light meanwhile); an exception in it is
+    logged and its result left out.
     """
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)", "copy the file again; it was not saved")
@@ -151,9 +167,9 @@ def decode_image(
     notes: list[str] = []
     fmt = img.format or "unknown"
     if preview_long_side is not None:
-        split = _decode_jpeg_luma_and_preview(data, img, preview_long_side)
+        split = _decode_jpeg_luma_and_preview(data, img, preview_long_side, on_preview)
         if split is not None:
-            return LoadedImage(split[0], fmt, (), split[1])
+            return LoadedImage(split[0], fmt, (), split[1], split[2])
     fast = _decode_complete_jpeg(data, img)
     if fast is not None:
         return LoadedImage(fast, fmt, ())
@@ -233,13 +249,14 @@ def preview_factor(size_wh: tuple[int, int], preview_long_side: int) -> int:
 
 
 def _decode_jpeg_luma_and_preview(
-    data: bytes, img: Image.Image, preview_long_side: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """A complete colour JPEG as (luma at full size, colour at 1/k): libjpeg reads the luma
-    without upsampling or converting the chroma, and scales the colour in its inverse DCT
-    (1/8: the 8x8 block means). k is the largest of 8, 4, 2 that keeps the preview's long side
-    at least ``preview_long_side``; None when none does, or for anything but a complete colour
-    JPEG, or an exactly grey one (decoded as before)."""
+    data: bytes, img: Image.Image, preview_long_side: int, on_preview: OnPreview | None = None
+) -> tuple[np.ndarray, np.ndarray, Any] | None:
+    """A complete colour JPEG as (luma at full size, colour at 1/k, what ``on_preview`` made of
+    the colour): libjpeg reads the luma without upsampling or converting the chroma, and
+    scales the colour in its inverse DCT (1/8: the 8x8 block means). k is the largest of 8,
+    4, 2 that keeps the preview's long side at least ``preview_long_side``; None when none
+    does, or for anything but a complete colour JPEG, or an exactly grey one (decoded as
+    before)."""
     if img.mode != "RGB" or not _complete_jpeg(data, img):
         return None
     width, height = img.size
@@ -247,27 +264,43 @@ def _decode_jpeg_luma_and_preview(
     if k == 1:
         return None
     buf = np.frombuffer(data, np.uint8)
-    # the two decodes on the two cores (OpenCV lets go of the GIL while it decodes)
-    pending = helper().submit(cv2.imdecode, buf, _REDUCED_COLOUR[k])
-    luma = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-    small = pending.result()
-    if luma is None or small is None or luma.shape != (height, width):
+    # the two decodes on the two cores (OpenCV lets go of the GIL while it decodes): the
+    # luma, the longer one, on the helper, so the preview is ready here first
+    pending = helper().submit(cv2.imdecode, buf, cv2.IMREAD_GRAYSCALE)
+    rgb = _reduced_colour(buf, k, (height, width))
+    made = None
+    if rgb is not None and on_preview is not None:
+        try:
+            made = on_preview(rgb, (height, width))
+        except Exception:  # the caller measures again from the decoded image
+            logger.exception("work on the preview failed; it is done again later")
+    luma = pending.result()
+    if rgb is None or luma is None or luma.shape != (height, width):
         return None
+    return luma, rgb, made
+
+
+def _reduced_colour(buf: np.ndarray, k: int, hw: tuple[int, int]) -> np.ndarray | None:
+    """The JPEG's colour decoded at 1/k in whole k x k cells, RGB; None when it is exactly
+    grey (one channel, as ``_grey_if_grey`` gives) or does not decode to the expected size."""
+    small = cv2.imdecode(buf, _REDUCED_COLOUR[k])
+    if small is None:
+        return None
+    height, width = hw
     # whole k x k cells only, as ``imaging.resize.box_shrink`` keeps them
     small = small[: height // k, : width // k]
-    if small.shape[:2] != (height // k, width // k):
+    if small.shape[:2] != (height // k, width // k) or _channels_equal(small):
         return None
-    if _channels_equal(small):
-        return None  # a grey picture saved as colour: one channel, as ``_grey_if_grey`` gives
-    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # (the reduced flags have no RGB variant)
-    return luma, rgb
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # (the reduced flags have no RGB variant)
 
 
-def read_image(path: Path, *, preview_long_side: int | None = None) -> LoadedImage:
+def read_image(
+    path: Path, *, preview_long_side: int | None = None, on_preview: OnPreview | None = None
+) -> LoadedImage:
     """Read and decode an image file (content decides the format, not the extension).
 
-    Error messages say "the file", not its name (see the module doc). ``preview_long_side``:
-    see ``decode_image``.
+    Error messages say "the file", not its name (see the module doc). ``preview_long_side``
+    and ``on_preview``: see ``decode_image``.
     """
     path = Path(path)
     try:
@@ -291,7 +324,9 @@ def read_image(path: Path, *, preview_long_side: int | None = None) -> LoadedIma
             f"the file cannot be read ({exc.strerror or type(exc).__name__})",
             "copy the file again from its source",
         ) from exc
-    return decode_image(data, "the file", preview_long_side=preview_long_side)
+    return decode_image(
+        data, "the file", preview_long_side=preview_long_side, on_preview=on_preview
+    )
 
 
 def list_inputs(paths: list[Path]) -> list[Path]:

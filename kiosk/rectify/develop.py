@@ -13,6 +13,7 @@ What this module does not do: find the corners, or judge the result (``gates``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -46,19 +47,21 @@ def develop_film(
     clear_t: float,
     *,
     lightbox_seen: bool = True,
+    log_lightbox: Callable[[], np.ndarray] | None = None,
 ) -> Developed:
     """Warp, merge, measure density and crop margins (``clear_t``: the clear margin's T).
 
     ``lightbox_seen=False`` (the film was found by its texture, no lit panel around it): the
     lightbox level is taken as flat, at the film's own clearest part (its clear margin when it
     has one). The grey mapping uses robust percentiles of density, so a constant offset in the
-    lightbox level does not change the film.
+    lightbox level does not change the film. ``log_lightbox``: gives ``film_lightbox(light,
+    corners, film_size(corners))`` when that is computed elsewhere meanwhile (on the
+    rectifier's helper thread, while the frames' film regions warp here).
     """
     size = film_size(corners)
     films = [warp_film(frame, corners, size) for frame in capture.frames]
     if lightbox_seen:
-        log_lb_work = np.log10(np.maximum(light.lightbox, 1e-5)).astype(np.float32)
-        log_lb = warp_lightbox(log_lb_work, corners, light.scale, size)
+        log_lb = log_lightbox() if log_lightbox else film_lightbox(light, corners, size)
     else:
         log_lb = np.zeros((size[1], size[0]), np.float32)
     shortest = films[int(np.argmin(capture.exposures))]  # clips last
@@ -94,6 +97,12 @@ def develop_film(
     # (d_hi - D) * scale, rounded and saturated to 0..255 in one pass
     grey = cv2.addWeighted(dens, -scale, dens, 0.0, d_hi * scale, dtype=cv2.CV_8U)
     return Developed(grey, dens, short_c, long_c, t_c, d_lo, d_hi)
+
+
+def film_lightbox(light: Light, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """log10 of the lightbox model under the film, in the film's view of ``size`` (w, h)."""
+    log_lb_work = np.log10(np.maximum(light.lightbox, 1e-5)).astype(np.float32)
+    return warp_lightbox(log_lb_work, corners, light.scale, size)
 
 
 def develop(

@@ -49,6 +49,19 @@ class Light:
         """Frame pixels -> work-resolution points."""
         return ((quad + 0.5) * self.scale - 0.5).astype(np.float32)
 
+    def fits(self, frame_hw: tuple[int, int]) -> bool:
+        """Whether this light was measured for a frame of size ``frame_hw``."""
+        ww, wh = work_size(frame_hw)
+        return self.work_hw == (wh, ww) and self.scale == ww / frame_hw[1]
+
+
+def work_size(frame_hw: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the work copy of a frame of size ``frame_hw`` (long side
+    ``WORK_LONG_SIDE_PX``)."""
+    h, w = frame_hw
+    work_scale = WORK_LONG_SIDE_PX / max(h, w)
+    return max(16, round(w * work_scale)), max(16, round(h * work_scale))
+
 
 def usable_reference(
     reference: RigReference | None, frame_hw: tuple[int, int]
@@ -71,11 +84,24 @@ def measure_light(
 ) -> Light:
     """Shrink, linearise and model the lightbox of one frame (RGB uint8; or its grey luma with
     ``preview``, its colour box-averaged by an integer factor, see ``FilmCapture``)."""
-    h, w = photo.shape[:2]
-    reference = usable_reference(reference, (h, w))
-    work_scale = WORK_LONG_SIDE_PX / max(h, w)
-    ww, wh = max(16, round(w * work_scale)), max(16, round(h * work_scale))
-    small = shrink(photo if preview is None else preview, (ww, wh))
+    return _measure(photo if preview is None else preview, photo.shape[:2], reference)
+
+
+def measure_light_preview(
+    preview: np.ndarray, frame_hw: tuple[int, int], reference: RigReference | None
+) -> Light:
+    """``measure_light`` of a frame of size ``frame_hw`` from its colour ``preview`` alone:
+    the same Light, before the frame itself is decoded (the frame is needed only from
+    refining the corners on)."""
+    return _measure(preview, frame_hw, reference)
+
+
+def _measure(
+    source: np.ndarray, frame_hw: tuple[int, int], reference: RigReference | None
+) -> Light:
+    reference = usable_reference(reference, frame_hw)
+    ww, wh = work_size(frame_hw)
+    small = shrink(source, (ww, wh))
     lum = linear_luminance(small)
     if reference is not None:
         lit = reference.flat_field_at((wh, ww)) > LIT_IN_REFERENCE
@@ -83,4 +109,4 @@ def measure_light(
         lit = lit_mask(lum)
     lightbox, model_kind = lightbox_model(lum, lit, reference)
     trans = lum / np.maximum(lightbox, 1e-5)
-    return Light(small, lum, lit, lightbox, trans, model_kind, ww / w)
+    return Light(small, lum, lit, lightbox, trans, model_kind, ww / frame_hw[1])

@@ -18,7 +18,7 @@ from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
 from kiosk.helper_thread import helper
 from kiosk.imaging.colour import channel_max
-from kiosk.rectify.develop import Developed, develop_film
+from kiosk.rectify.develop import Developed, develop_film, film_lightbox
 from kiosk.rectify.frame_edge import beyond_unlit_sides, edge_content
 from kiosk.rectify.gates import (
     BLACK_LEVEL,
@@ -52,7 +52,7 @@ from kiosk.rectify.second_look import bay_boxes, crop_capture, in_whole_frame, z
 from kiosk.rectify.sheet import similar_regions
 from kiosk.rectify.snap import snap_quad
 from kiosk.rectify.texture import detect_by_texture
-from kiosk.rectify.warp import quad_sides, upright
+from kiosk.rectify.warp import film_size, quad_sides, upright
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def rectify_capture(
     *,
     method: str = "auto",
     localiser: MaskModel | None = None,
+    light: Light | None = None,
 ) -> RectifyResult:
     """Find the film in a capture (one photo or a bracket), rectify it and judge its quality.
 
@@ -116,9 +117,11 @@ def rectify_capture(
     by the caller), "combined" (classical; the localiser's quad where the classical detection
     is missing or doubtful) or "auto" (``AUTO_METHOD``, chosen in docs/rectify.md). Every
     method refines the corners at full resolution with the same edge profiles (see
-    ``_locate``).
+    ``_locate``). ``light``: the capture's light already measured from its preview with this
+    ``reference`` (``light.measure_light_preview``, while the frame was still decoding); it is
+    measured here when not given, or when it was measured for another frame size.
     """
-    result, light = _rectify_once(capture, reference, method, localiser)
+    result, light = _rectify_once(capture, reference, method, localiser, light)
     metrics = result.quality.metrics
     by_texture = metrics.get("located_by_texture", 0.0) > 0
     # a small film found by the localiser: a few dozen of its 128 cells across, a coarse quad
@@ -175,9 +178,10 @@ def _rectify_once(
     reference: RigReference | None,
     method: str,
     localiser: MaskModel | None,
+    light: Light | None = None,
 ) -> tuple[RectifyResult, Light]:
     """One look at the whole capture: ``rectify_capture`` without the closer second look;
-    also returns the light it measured."""
+    also returns the light it measured (or was given)."""
     if method not in METHODS:
         raise ValueError(f"Unknown rectify method {method!r}; use one of {', '.join(METHODS)}")
     if method == "auto":
@@ -198,7 +202,8 @@ def _rectify_once(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     H, W = photo.shape[:2]
-    light = measure_light(photo, reference, capture.preview)
+    if light is None or not light.fits((H, W)):
+        light = measure_light(photo, reference, capture.preview)
     wh, ww = light.work_hw
     trans, lit = light.trans, light.lit
     lit_sub = lit[::3, ::3]
@@ -379,9 +384,22 @@ def _rectify_once(
         ), light
     metrics["film_short_side_px"] = min(quad_sides(corners))  # of the quad that is read
     t2 = time.perf_counter()
-    # the film's colour and surround are measured on the helper thread meanwhile
+    # the lightbox under the film, then the film's colour and surround, are measured on the
+    # helper thread while the frames' film regions warp here
+    under = (
+        helper().submit(film_lightbox, light, corners, film_size(corners))
+        if lightbox_seen
+        else None
+    )
     surround = helper().submit(_colour_and_surround, light, corners)
-    film = develop_film(capture, corners, light, clear_t, lightbox_seen=lightbox_seen)
+    film = develop_film(
+        capture,
+        corners,
+        light,
+        clear_t,
+        lightbox_seen=lightbox_seen,
+        log_lightbox=None if under is None else under.result,
+    )
     timings["develop_ms"] = (time.perf_counter() - t2) * 1000
     metrics.update(surround.result())
     # the clear margin's level is trusted as the glare limit only when a real stretch of
