@@ -224,6 +224,8 @@ def test_summary_splits_the_legible_films_by_what_the_photo_shows_of_their_outli
     for i, r in enumerate(films):
         r["truth"] = {"lung_clipped_frac": 0.0, "lung_crushed_frac": 0.0, "lung_glare": 0.0}
         r["sheet_outline"] = "shown" if i % 2 else "dark"
+        # odd films step 25 levels on every side, even ones 5 on one side (over the housing)
+        r["sheet_side_steps"] = [[25.0, 200.0, 60.0]] * 3 + [[25.0 if i % 2 else 5.0, 20, 25]]
     s = ps.summarise(recs)
     split = s["truly_legible"]["by_sheet_outline"]
     assert set(split) == {"shown", "dark"} and split["shown"]["n"] == split["dark"]["n"] == 20
@@ -231,5 +233,9 @@ def test_summary_splits_the_legible_films_by_what_the_photo_shows_of_their_outli
         rs = [r for r in films if r["sheet_outline"] == name]
         ok = [r for r in rs if r["status"] == "ok"]
         assert g["iou_best_mean"] == pytest.approx(0.99 * len(ok) / len(rs))
+    by_limit = s["truly_legible"]["shown_outline_by_min_step"]
+    assert by_limit["10"]["n"] == 20 and by_limit["20"]["n"] == 20 and by_limit["30"]["n"] == 0
+    assert by_limit["20"]["iou_best_mean"] == pytest.approx(split["shown"]["iou_best_mean"])
     md = ps.to_markdown({"meta": _meta("b"), "summary": s})
     assert "sheet outline shown" in md and "sheet outline dark" in md
+    assert "outline shown at a 30-level step" in md

@@ -62,13 +62,13 @@ def side_steps(image: np.ndarray, corners: np.ndarray) -> list[tuple[float, floa
     return out
 
 
-def outline_class(steps: list[tuple[float, float, float]]) -> str:
+def outline_class(steps: list[tuple[float, float, float]], min_step: float = MIN_STEP) -> str:
     """The outline's class: "shown" (every side steps), else what hides the unshown sides:
     "dark" (over the
     housing), "bright" (clipped), "mixed" (both) or "faint" (neither: a low-contrast edge)."""
     kinds = set()
     for step, outside, inside in steps:
-        if step >= MIN_STEP:
+        if step >= min_step:
             continue
         if max(outside, inside) < DARK_LEVEL:
             kinds.add("dark")

@@ -139,9 +139,12 @@ def measure(
         "label": None if film is None else film.label,
         # which sides of the true sheet the photo shows (``outline``): films only
         "sheet_outline": None,
+        "sheet_side_steps": None,
     }
     if shot.kind == "film" and shot.corners is not None:
-        rec["sheet_outline"] = outline_class(side_steps(shot.image, shot.corners))
+        steps = side_steps(shot.image, shot.corners)
+        rec["sheet_outline"] = outline_class(steps)
+        rec["sheet_side_steps"] = [[round(v, 2) for v in side] for side in steps]
     ok = res.status == "ok"
     for name, true in (("sheet", shot.corners), ("area", shot.image_corners)):
         iou = err_mean = err_max = None

@@ -89,6 +89,11 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"| truly legible, sheet outline {name}: n / accepted / mean IoU best |"
                 f" {g['n']} / {_f(g['accepted_pct'])}% / {_f(g['iou_best_mean'], '.3f')} |"
             )
+        for limit, g in t.get("shown_outline_by_min_step", {}).items():
+            lines.append(
+                f"| truly legible, outline shown at a {limit}-level step: n / mean IoU best |"
+                f" {g['n']} / {_f(g['iou_best_mean'], '.3f')} |"
+            )
     lines += [
         "",
         "Refusals of in-frame films (first flag; any flag), % of in-frame films:",

@@ -9,6 +9,7 @@ import numpy as np
 
 from kiosk.lab.photo_study.auroc import _pct, _q, auroc_ci, paired_diff_ci
 from kiosk.lab.photo_study.gates import current_limits, gate_curves
+from kiosk.lab.photo_study.outline import outline_class
 
 # generator B's ground truth: a film whose lung region a reader can read
 LEGIBLE_MAX_CLIPPED = 0.02
@@ -55,6 +56,22 @@ def by_outline(films: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         }
         for name, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
     }
+
+
+def shown_by_min_step(
+    films: list[dict[str, Any]], limits: tuple[float, ...] = (10.0, 20.0, 30.0)
+) -> dict[str, dict[str, Any]]:
+    """How the "shown" films' count and mean best IoU (refused = 0) move with the grey step a
+    side must make to count as shown (records with their side steps only)."""
+    with_steps = [r for r in films if r.get("sheet_side_steps")]
+    out: dict[str, dict[str, Any]] = {}
+    for limit in limits:
+        rs = [r for r in with_steps if outline_class(r["sheet_side_steps"], limit) == "shown"]
+        out[f"{limit:g}"] = {
+            "n": len(rs),
+            "iou_best_mean": _mean([max(r["iou_sheet"], r["iou_area"]) for r in rs]),
+        }
+    return out
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -209,6 +226,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                 n - len(legible),
             ),
             "by_sheet_outline": by_outline(legible),
+            "shown_outline_by_min_step": shown_by_min_step(legible),
         }
     per_factor: dict[str, dict[str, Any]] = {}
     extras = sorted(
