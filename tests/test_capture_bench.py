@@ -25,4 +25,7 @@ def test_the_capture_bench_times_the_bracket_and_a_photo_file_stage_by_stage(
     assert sum(stages.values()) <= 1.5 * report["photo_1080p_end_to_end_ms"] + 5
     assert report["peak_rss_mb"] >= report["bracket_frames_mb"]
     text = format_capture_report(report)
-    assert "1080p photo end to end" in text and "decode" in text
+    assert "1080p photo end to end" in text and "decode" in text and "engine" not in text
+    # with --engines the engine table of the same run follows (its rows as compare_engines gives)
+    row = {"engine": "LiteRT", "precision": "int8", "median_ms": 2.5, "ratio_vs_litert_int8": 1.0}
+    assert "engine LiteRT int8" in format_capture_report({**report, "engines": [row]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import click
 
@@ -56,6 +57,8 @@ def bench(
         from kiosk.lab.capture_bench import format_capture_report, run_capture_bench
 
         capture_report = run_capture_bench(obj.config, runs=min(runs, 15))
+        if engines:  # the engines in the same run, to compare the shipped model's speed
+            capture_report["engines"] = _engine_timings(runs, obj.config.threads)
         click.echo(
             json.dumps(capture_report, indent=2)
             if as_json
@@ -66,16 +69,20 @@ def bench(
 
     report = run_bench(obj.config, runs=runs, soak=soak)
     if engines:
-        try:
-            from kiosk.lab.train.engines import compare_engines
-        except ImportError as exc:
-            raise KioskError(
-                f"engine comparison needs the train extra ({exc})",
-                "pip install 'lightbox-kiosk[train]'",
-            ) from exc
-        timings = compare_engines(runs=runs, threads=obj.config.threads)
-        report["engines"] = [dataclasses.asdict(e) for e in timings]
+        report["engines"] = _engine_timings(runs, obj.config.threads)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+def _engine_timings(runs: int, threads: int) -> list[dict[str, Any]]:
+    """``kiosk model engines``' table as dicts (the train extra exports and quantises)."""
+    try:
+        from kiosk.lab.train.engines import compare_engines
+    except ImportError as exc:
+        raise KioskError(
+            f"engine comparison needs the train extra ({exc})",
+            "pip install 'lightbox-kiosk[train]'",
+        ) from exc
+    return [dataclasses.asdict(e) for e in compare_engines(runs=runs, threads=threads)]
 
 
 @click.group()

@@ -199,4 +199,9 @@ def format_capture_report(report: dict[str, Any]) -> str:
         f"peak RSS                     {report['peak_rss_mb']:8.1f} MB",
         f"(camera/simulator rendering, excluded: {report['camera_render_ms_excluded']} ms)",
     ]
+    for e in report.get("engines", []):  # ``kiosk bench --capture --engines``
+        lines.append(
+            f"engine {e['engine']} {e['precision']:24} {e['median_ms']:8.2f} ms "
+            f"({e['ratio_vs_litert_int8']:.2f}x LiteRT int8)"
+        )
     return "\n".join(lines)
