@@ -18,16 +18,13 @@ from kiosk.capture.rig import RigReference
 from kiosk.errors import ImageError, ModelError
 from kiosk.helper_thread import helper
 from kiosk.imaging.colour import channel_max
-from kiosk.rectify.develop import Developed, develop_film, film_lightbox
+from kiosk.rectify.develop import develop_film, film_lightbox
 from kiosk.rectify.frame_edge import beyond_unlit_sides, edge_content
 from kiosk.rectify.gates import (
-    BLACK_LEVEL,
     CLIP_LEVEL,
     DARK_LIGHTBOX,
-    GLARE_RING_T,
     LIGHTBOX_CLIPPED_NOTE,
     judge_photo,
-    lung_region,
 )
 from kiosk.rectify.light import Light, measure_light
 from kiosk.rectify.locate import (
@@ -41,18 +38,17 @@ from kiosk.rectify.locate import (
     quad_cut_off,
     rectangular,
 )
+from kiosk.rectify.measure import colour_and_surround, film_measurements
 from kiosk.rectify.photometry import (
     CLEAR_BASE_MIN_T,
     bright_mask,
-    colour_variation,
 )
 from kiosk.rectify.refine import MIN_SIDE_FRACTION, refine_corners
 from kiosk.rectify.result import RectifyResult, make_quality
 from kiosk.rectify.second_look import bay_boxes, crop_capture, in_whole_frame, zoom_box
-from kiosk.rectify.sheet import similar_regions
 from kiosk.rectify.snap import snap_quad
 from kiosk.rectify.texture import detect_by_texture
-from kiosk.rectify.warp import film_size, quad_sides, upright
+from kiosk.rectify.warp import film_size, quad_sides
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +387,7 @@ def _rectify_once(
         if lightbox_seen
         else None
     )
-    surround = helper().submit(_colour_and_surround, light, corners)
+    surround = helper().submit(colour_and_surround, light, corners)
     film = develop_film(
         capture,
         corners,
@@ -408,7 +404,7 @@ def _rectify_once(
     # (a black or grey margin is no clear base: then, too, only light above the panel counts)
     panel_seen = metrics["lightbox_visible_ratio"] >= PANEL_SEEN_RATIO
     glare_t = clear_t * 1.08 if panel_seen and clear_t >= CLEAR_BASE_MIN_T else 1.02
-    metrics.update(_film_measurements(film, glare_t, lightbox_seen=lightbox_seen))
+    metrics.update(film_measurements(film, glare_t, lightbox_seen=lightbox_seen))
     metrics["edge_blur_fraction"] = float("nan") if math.isnan(sigma) else sigma / diag
     if lightbox_level < DARK_LIGHTBOX and lightbox_seen:
         metrics["lung_crushed_fraction"] = max(metrics["lung_crushed_fraction"], 1.0)
@@ -561,52 +557,3 @@ def _prefer_texture(
 def _contains(quad: np.ndarray, point: np.ndarray) -> bool:
     pt = (float(point[0]), float(point[1]))
     return cv2.pointPolygonTest(quad.astype(np.float32), pt, False) >= 0
-
-
-def _film_measurements(film: Developed, glare_t: float, *, lightbox_seen: bool) -> dict[str, float]:
-    """What the gate measures on the developed film: the lung region's clipped, crushed and
-    glare (transmittance above ``glare_t``) shares, the density range."""
-    rows, cols = lung_region(film.shortest.shape)
-    short = film.shortest[rows, cols][::2, ::2]
-    long_ = film.longest[rows, cols][::2, ::2]
-    t_rows, t_cols = lung_region(film.transmittance.shape)
-    lung_t = film.transmittance[t_rows, t_cols]
-    return {
-        "lung_clipped_fraction": float((short >= CLIP_LEVEL).mean()),
-        "lung_crushed_fraction": float((long_ <= BLACK_LEVEL).mean()),
-        # film transmits at most what its clear base does: brighter is a reflection
-        "lung_glare_fraction": float((lung_t > glare_t).mean()) if lightbox_seen else float("nan"),
-        "contrast": film.d_hi - film.d_lo,
-        "similar_regions": float(similar_regions(film.grey)),
-        "density_min": film.d_lo,
-        "density_max": film.d_hi,
-    }
-
-
-def _colour_and_surround(light: Light, corners: np.ndarray) -> dict[str, float]:
-    """How the film's hue varies (``photometry.colour_variation``: a radiograph's is smooth
-    under any light) and glare on the lightbox around it (a note, not a refusal)."""
-    wh, ww = light.work_hw
-    film_w = np.zeros((wh, ww), np.uint8)
-    cv2.fillConvexPoly(film_w, np.round(light.to_work(corners)).astype(np.int32), 1)
-    ring = (cv2.dilate(film_w, np.ones((31, 31), np.uint8)) > 0) & ~(
-        cv2.dilate(film_w, np.ones((7, 7), np.uint8)) > 0
-    )
-    ring &= light.lit
-    glare_ring = float((light.trans[ring] > GLARE_RING_T).mean()) if ring.any() else 0.0
-    film_px = max(1, int(film_w.sum()))
-    detail, field = colour_variation(_film_rgb(light, corners))
-    return {
-        "glare_ring_fraction": glare_ring,
-        "colour_detail": detail,
-        "colour_field": field,
-        "lightbox_visible_ratio": float((light.lit & (film_w == 0)).sum()) / film_px,
-    }
-
-
-def _film_rgb(light: Light, corners: np.ndarray) -> np.ndarray:
-    """The film's colour picture at work resolution, warped upright (its inner 90 %: the
-    sheet's edge and what lies beyond it stay out)."""
-    quad = light.to_work(corners).astype(np.float32)
-    centre = quad.mean(axis=0)
-    return upright(light.small, centre + (quad - centre) * 0.9, min_side=8)
