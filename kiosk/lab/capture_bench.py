@@ -19,7 +19,7 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from kiosk.config import KioskConfig
 from kiosk.imaging.encode import encode_jpeg
 from kiosk.lab.bench import machine, peak_rss_mb
 from kiosk.model.classifier import Classifier
-from kiosk.pipeline import Pipeline
+from kiosk.pipeline import AnalysisResult, Pipeline
 from kiosk.store import Store
 
 FRAME_12MP = (4608, 2592)  # Camera Module 3, native (width, height)
@@ -129,30 +129,15 @@ def run_capture_bench(
         reset = _reset_peak_rss()
         rss_before = _hwm_mb()  # = the resident set right after the reset
 
-        wall: list[float] = []
-        stage_samples: dict[str, list[float]] = {}
-        statuses: list[str] = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            result = pipeline.analyze_capture(capture, source="bench")
-            wall.append((time.perf_counter() - t) * 1000.0)
-            statuses.append(result.status)
-            for name, ms in result.timings_ms.items():
-                stage_samples.setdefault(name, []).append(ms)
-        photo_wall: list[float] = []
-        photo_stages: dict[str, list[float]] = {}
-        for _ in range(runs):
-            t = time.perf_counter()
-            photo_result = pipeline.analyze_file(photo_path, "photo")
-            photo_wall.append((time.perf_counter() - t) * 1000.0)
-            for name, ms in photo_result.timings_ms.items():
-                photo_stages.setdefault(name, []).append(ms)
+        capture_ms, stages, status = _timed(
+            lambda: pipeline.analyze_capture(capture, source="bench"), runs
+        )
+        photo_ms, photo_stages, _ = _timed(lambda: pipeline.analyze_file(photo_path, "photo"), runs)
         film = first.film if first.film is not None else np.full((1024, 800), 128, np.uint8)
         interp = [classifier.predict(film).timings_ms["inference"] for _ in range(runs * 3)]
         peak = _hwm_mb() if reset else peak_rss_mb()
         store.close()
 
-    capture_ms = statistics.median(wall)
     interpreter_ms = statistics.median(interp)
     return {
         "machine": machine(),
@@ -161,22 +146,37 @@ def run_capture_bench(
         "frame_size": f"{size[0]}x{size[1]}",
         "bracket_frames": len(capture.frames),
         "bracket_exposures": [round(e, 3) for e in capture.exposures],
-        "status": statuses[-1],
+        "status": status,
         "capture_to_result_ms": round(capture_ms, 1),
-        "stages_ms": {k: round(statistics.median(v), 1) for k, v in stage_samples.items()},
+        "stages_ms": stages,
         "infer_interpreter_ms": round(interpreter_ms, 2),
         "capture_to_result_over_interpreter": round(capture_ms / interpreter_ms, 1),
-        "photo_1080p_end_to_end_ms": round(statistics.median(photo_wall), 1),
+        "photo_1080p_end_to_end_ms": round(photo_ms, 1),
         # (its decode includes the light measured on the colour preview meanwhile)
-        "photo_1080p_stages_ms": {
-            k: round(statistics.median(v), 1) for k, v in photo_stages.items()
-        },
+        "photo_1080p_stages_ms": photo_stages,
         "peak_rss_mb": round(peak, 1),
         "rss_before_runs_mb": round(rss_before, 1),
         "bracket_frames_mb": round(sum(f.nbytes for f in capture.frames) / 2**20, 1),
         "peak_rss_is_path_only": reset,
         "camera_render_ms_excluded": round(render_ms, 1),
     }
+
+
+def _timed(analyse: Callable[[], AnalysisResult], runs: int) -> tuple[float, dict[str, float], str]:
+    """``analyse`` run ``runs`` times: the median wall time (ms), each stage's median
+    (``timings_ms``, rounded to 0.1 ms) and the last run's status."""
+    wall: list[float] = []
+    samples: dict[str, list[float]] = {}
+    status = ""
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = analyse()
+        wall.append((time.perf_counter() - t) * 1000.0)
+        status = result.status
+        for name, ms in result.timings_ms.items():
+            samples.setdefault(name, []).append(ms)
+    stages = {k: round(statistics.median(v), 1) for k, v in samples.items()}
+    return statistics.median(wall), stages, status
 
 
 def format_capture_report(report: dict[str, Any]) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from kiosk.imaging.geometry import side_axes
+
 OFFSET_PX = 3.0  # at 1280 px wide; scaled with the photo
 N_POINTS = 40
 MIN_STEP = 20.0  # grey levels
@@ -37,20 +39,17 @@ def side_steps(image: np.ndarray, corners: np.ndarray) -> list[tuple[float, floa
     centre = quad.mean(axis=0)
     off = OFFSET_PX * max(1.0, w / REF_WIDTH)
     ts = np.linspace(0.1, 0.9, N_POINTS)[:, None]
+
+    def sample(p: np.ndarray) -> np.ndarray:
+        x = np.clip(np.round(p[:, 0]).astype(int), 0, w - 1)
+        y = np.clip(np.round(p[:, 1]).astype(int), 0, h - 1)
+        return grey[y, x].astype(np.float64)
+
     out: list[tuple[float, float, float]] = []
     for i in range(4):
         a, b = quad[i], quad[(i + 1) % 4]
-        d = b - a
-        nrm = np.array([-d[1], d[0]]) / max(float(np.linalg.norm(d)), 1e-9)
-        if float(np.dot((a + b) / 2 - centre, nrm)) < 0:
-            nrm = -nrm  # outward
-        pts = a + ts * d
-
-        def sample(p: np.ndarray) -> np.ndarray:
-            x = np.clip(np.round(p[:, 0]).astype(int), 0, w - 1)
-            y = np.clip(np.round(p[:, 1]).astype(int), 0, h - 1)
-            return grey[y, x].astype(np.float64)
-
+        _, nrm = side_axes(a, b, centre)
+        pts = a + ts * (b - a)
         outside, inside = sample(pts + off * nrm), sample(pts - off * nrm)
         out.append(
             (

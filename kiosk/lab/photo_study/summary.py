@@ -28,6 +28,12 @@ def is_legible(truth: dict[str, float]) -> bool:
     )
 
 
+def _iou_best(r: dict[str, Any]) -> float:
+    """A record's IoU with the sheet or with the image area, whichever is higher (a detector
+    may rightly return either: docs/rectify.md); 0 when refused."""
+    return max(r["iou_sheet"], r["iou_area"])
+
+
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
@@ -52,7 +58,7 @@ def by_outline(films: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         name: {
             "n": len(rs),
             "accepted_pct": _pct(sum(r["status"] == "ok" for r in rs), len(rs)),
-            "iou_best_mean": _mean([max(r["iou_sheet"], r["iou_area"]) for r in rs]),
+            "iou_best_mean": _mean([_iou_best(r) for r in rs]),
         }
         for name, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
     }
@@ -69,7 +75,7 @@ def shown_by_min_step(
         rs = [r for r in with_steps if outline_class(r["sheet_side_steps"], limit) == "shown"]
         out[f"{limit:g}"] = {
             "n": len(rs),
-            "iou_best_mean": _mean([max(r["iou_sheet"], r["iou_area"]) for r in rs]),
+            "iou_best_mean": _mean([_iou_best(r) for r in rs]),
         }
     return out
 
@@ -132,7 +138,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "accepted_and_not_ood_pct": _pct(sum(not r["ood_flag"] for r in acc), n),
         "iou_sheet_mean": _mean([r["iou_sheet"] for r in films]),
         "iou_area_mean": _mean([r["iou_area"] for r in films]),
-        "iou_best_mean": _mean([max(r["iou_sheet"], r["iou_area"]) for r in films]),
+        "iou_best_mean": _mean([_iou_best(r) for r in films]),
         "iou_sheet_mean_accepted": _mean([r["iou_sheet"] for r in acc]),
         "iou_area_mean_accepted": _mean([r["iou_area"] for r in acc]),
         "corner_err_sheet_mean_pct": {
@@ -195,7 +201,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         out["auroc_photo_all_developed"] = auroc_ci(
             [r["photo_prob"] for r in gated], [r["label"] for r in gated]
         )
-    out["accepted_iou90_pct"] = _pct(sum(max(r["iou_sheet"], r["iou_area"]) >= 0.9 for r in acc), n)
+    out["accepted_iou90_pct"] = _pct(sum(_iou_best(r) >= 0.9 for r in acc), n)
     located: dict[str, Any] = {}
     for how, rs in (
         ("edges", [r for r in acc if not r["metrics"].get("located_by_texture")]),
@@ -205,7 +211,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             "n": len(rs),
             "share_of_accepted_pct": _pct(len(rs), len(acc)),
             "iou_sheet_median": _q([r["iou_sheet"] for r in rs], 50),
-            "iou_best_median": _q([max(r["iou_sheet"], r["iou_area"]) for r in rs], 50),
+            "iou_best_median": _q([_iou_best(r) for r in rs], 50),
             "corner_err_sheet_mean_pct_median": _q(
                 [r["corner_err_sheet_mean_pct"] for r in rs], 50
             ),
